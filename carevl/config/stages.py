@@ -1,0 +1,124 @@
+"""Per-stage config sections (curation, refinement, training, serving, evaluation)."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from carevl.config.base import StrictModel
+
+
+class InputLimits(StrictModel):
+    """Bounds on one input row; a row outside them is quarantined with a reason."""
+
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_question_chars: int = Field(8_000, ge=1)
+    max_response_chars: int = Field(16_000, ge=1)
+    max_responses: int = Field(16, ge=2)
+
+
+class CandidateSource(StrictModel):
+    """One way of producing a candidate response (paper 3.1): a model and its sampling temperature."""
+
+    model: str
+    temperature: float = Field(0.0, ge=0)
+
+
+class StrongJudgeConfig(StrictModel):
+    """The strong LVLM that gives each pair a verdict and explanation (paper 3.2)."""
+
+    backend: Literal["column", "openai", "local"] = "column"
+    model: str | None = Field(None, description="key in `models` (backends openai and local)")
+    max_concurrency: int = Field(16, ge=1)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    backoff_s: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _need_model(self) -> "StrongJudgeConfig":
+        if self.backend != "column" and not self.model:
+            raise ValueError(f"strong_judge.backend '{self.backend}' needs strong_judge.model")
+        return self
+
+
+class CurationConfig(StrictModel):
+    """Paper 3.1-3.2: candidates, captions, strong-judge verdicts, expert votes, confidence split."""
+
+    caption_model: str
+    experts: list[str] = Field(min_length=1)
+    tau: int | None = Field(None, description="vote threshold; default M-1 (paper 3.2)")
+    candidates: list[CandidateSource] = Field(default_factory=list)
+    strong_judge: StrongJudgeConfig = Field(default_factory=StrongJudgeConfig)
+    limits: InputLimits = Field(default_factory=InputLimits)
+    rows_per_output_file: int = Field(50_000, ge=1)
+
+    @property
+    def effective_tau(self) -> int:
+        return self.tau if self.tau is not None else len(self.experts) - 1
+
+    @model_validator(mode="after")
+    def _check_tau(self) -> "CurationConfig":
+        m, tau = len(self.experts), self.effective_tau
+        # A majority is only defined when tau > M/2 (paper 3.2 uses tau = M-1).
+        if not (m / 2 < tau <= m):
+            raise ValueError(f"tau must satisfy M/2 < tau <= M (M={m}), got tau={tau}")
+        return self
+
+
+class LoraSpec(StrictModel):
+    """PEFT LoRA settings; `merge` folds the adapters into the saved model."""
+
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    merge: bool = True
+
+
+class TrainStageConfig(StrictModel):
+    """Ray Train + TRL settings shared by SFT (paper 3.3) and DPO (paper 3.6).
+
+    `trainer` is passed through to TRL's SFTConfig / DPOConfig unchanged.
+    """
+
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    resources_per_worker: dict[str, float] = Field(default_factory=lambda: {"CPU": 1})
+    freeze_vision: bool = True
+    lora: LoraSpec | None = None
+    trainer: dict[str, Any] = Field(default_factory=dict)
+
+
+class SFTStage(TrainStageConfig):
+    judge_model: str = Field(description="key in `models`: the LVLM backbone to fine-tune")
+
+
+class RefineConfig(StrictModel):
+    """Paper 3.4-3.5: m critiques from the SFT model, rubric scores, negative sampling."""
+
+    num_samples: int = Field(10, ge=1, description="m, critiques sampled per low-confidence pair")
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(256, ge=1)
+    scorer_model: str
+    strategy: Literal["best_to_worse", "lowest_incorrect", "highest_incorrect", "all_incorrect"] = (
+        "best_to_worse"
+    )
+
+
+class ServeConfig(StrictModel):
+    """Defaults for the judge service (serve_configs/*.yaml may override)."""
+
+    default_mode: Literal["explain", "verdict"] = "explain"
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    tie_on_swap_disagreement: bool = True
+
+
+class EvalConfig(StrictModel):
+    """Paper A.2: k judgements per item, averaged; fixed-seed A/B shuffling."""
+
+    k: int = Field(5, ge=1)
+    mode: Literal["explain", "verdict"] = "explain"
+    seed: int = 0
