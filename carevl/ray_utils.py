@@ -20,7 +20,9 @@ def init_ray(config: CarevlConfig) -> None:
     if address:
         ray.init(address=address, **kwargs)
         return
+    # address="local" always starts a fresh in-process instance, never attaching by accident to some
+    # other cluster that `ray start` left running on this machine.
     kwargs["include_dashboard"] = False
     if config.ray.num_cpus is not None:
         kwargs["num_cpus"] = config.ray.num_cpus
-    ray.init(**kwargs)
+    ray.init(address="local", **kwargs)
