@@ -1,0 +1,159 @@
+"""Batched chat generation and next-token scoring on top of the loaders.
+
+`VLMGenerator` (image + chat) serves the caption model, candidate generation, the local strong judge
+and critique sampling; `TextGenerator` (chat only) serves the critique scorer. Both take a list of
+conversations in transformers' message format and return one list of `num_samples` strings per
+conversation. Temperature 0 means greedy decoding.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from carevl.config import ModelSpec
+from carevl.models.loading import load_causal_lm, load_vlm
+
+
+class _ChatGenerator:
+    """Shared batching, sampling and scoring; subclasses turn conversations into model inputs."""
+
+    model: torch.nn.Module
+    tokenizer: object
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.batch_size = spec.resources.batch_size
+
+    def _encode(self, texts: list[str], images: list[Image.Image | None]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _prompts(self, messages: list[list[dict]], assistant_prefix: str) -> list[str]:
+        return [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + assistant_prefix
+                for m in messages]
+
+    def _batches(self, messages, images, assistant_prefix: str = ""):
+        """Yield encoded model inputs of at most `batch_size` rows, checking prompt lengths."""
+        if len(messages) != len(images):
+            raise ValueError(f"got {len(messages)} conversations but {len(images)} images")
+        for start in range(0, len(messages), self.batch_size):
+            rows = slice(start, start + self.batch_size)
+            encoded = self._encode(self._prompts(messages[rows], assistant_prefix), images[rows])
+            lengths = encoded["attention_mask"].sum(dim=1)
+            for offset, length in enumerate(lengths.tolist()):
+                if length > self.spec.max_length:
+                    raise ValueError(f"row {start + offset}: prompt has {length} tokens, more than the model's "
+                                     f"max_length {self.spec.max_length}")
+            yield {k: v.to(self.model.device) for k, v in encoded.items()}
+
+    @torch.inference_mode()
+    def _generate(self, messages, images, temperature: float, max_new_tokens: int, num_samples: int,
+                  seed: int | None) -> list[list[str]]:
+        if num_samples < 1 or max_new_tokens < 1 or temperature < 0:
+            raise ValueError("need num_samples >= 1, max_new_tokens >= 1 and temperature >= 0")
+        greedy = temperature == 0
+        sampling = dict(do_sample=False) if greedy else dict(
+            do_sample=True, temperature=temperature, top_p=self.spec.generation.top_p, top_k=0)
+        tokenizer = self.tokenizer
+        results: list[list[str]] = []
+        # A private RNG stream: a seeded call repeats exactly and leaves the caller's RNG untouched.
+        with torch.random.fork_rng(devices=[self.model.device] if self.model.device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for batch in self._batches(messages, images):
+                out = self.model.generate(
+                    **batch, max_new_tokens=max_new_tokens, num_return_sequences=1 if greedy else num_samples,
+                    pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling,
+                )  # (rows * samples, prompt + new)
+                texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+                texts = [t.strip() for t in texts]
+                per_row = 1 if greedy else num_samples
+                for i in range(0, len(texts), per_row):
+                    # Greedy decoding is deterministic, so its samples are copies of one decode.
+                    results.append(texts[i:i + per_row] * (num_samples if greedy else 1))
+        return results
+
+    def _candidate_token_ids(self, candidates: list[str], assistant_prefix: str) -> list[int]:
+        """First token of each candidate as it is tokenized right after `assistant_prefix`."""
+        tokenizer = self.tokenizer
+        prefix_ids = tokenizer.encode(assistant_prefix, add_special_tokens=False)
+        ids = []
+        for candidate in candidates:
+            full = tokenizer.encode(assistant_prefix + candidate, add_special_tokens=False)
+            if len(full) <= len(prefix_ids) or full[:len(prefix_ids)] != prefix_ids:
+                full = prefix_ids + tokenizer.encode(candidate, add_special_tokens=False)
+            ids.append(full[len(prefix_ids)])
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"candidates {candidates} do not start with distinct tokens")
+        return ids
+
+    @torch.inference_mode()
+    def _score_next_token(self, messages, images, candidates: list[str], assistant_prefix: str) -> np.ndarray:
+        if not candidates:
+            raise ValueError("score_next_token needs at least one candidate")
+        token_ids = torch.tensor(self._candidate_token_ids(candidates, assistant_prefix))
+        rows = []
+        for batch in self._batches(messages, images, assistant_prefix):
+            logits = self.model(**batch).logits[:, -1, :]  # (rows, vocab): left padding puts the next token last
+            log_probs = torch.log_softmax(logits.float(), dim=-1)
+            rows.append(log_probs[:, token_ids.to(log_probs.device)].cpu())
+        return torch.cat(rows).numpy() if rows else np.zeros((0, len(candidates)), dtype=np.float32)
+
+
+class VLMGenerator(_ChatGenerator):
+    """Chat generation with an optional image per conversation (`images[i] is None`: text only)."""
+
+    def __init__(self, spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None) -> None:
+        super().__init__(spec)
+        self.model, self.processor = load_vlm(spec, model_cache, device=device)
+        self.tokenizer = self.processor.tokenizer
+
+    def _prompts(self, messages, assistant_prefix):
+        return [self.processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + assistant_prefix
+                for m in messages]
+
+    def _encode(self, texts, images):
+        pil = []
+        for i, image in enumerate(images):
+            wanted = texts[i].count(self.processor.image_token)
+            if wanted != (0 if image is None else 1):
+                raise ValueError(f"row {i}: the conversation has {wanted} image part(s) but "
+                                 f"{'no image' if image is None else 'one image'} was given")
+            if image is not None:
+                pil.append(image.convert("RGB"))
+        return self.processor(text=texts, images=pil or None, padding=True, return_tensors="pt",
+                              add_special_tokens=False)
+
+    def generate(self, messages: list[list[dict]], images: list[Image.Image | None], temperature: float,
+                 max_new_tokens: int, num_samples: int = 1, seed: int | None = None) -> list[list[str]]:
+        """One list of `num_samples` continuations per conversation."""
+        return self._generate(messages, images, temperature, max_new_tokens, num_samples, seed)
+
+    def score_next_token(self, messages: list[list[dict]], images: list[Image.Image | None],
+                         candidates: list[str], assistant_prefix: str = "") -> np.ndarray:
+        """Log-probs, shape (rows, len(candidates)), of each candidate's first token as the next token
+        after the generation prompt plus `assistant_prefix` (e.g. `judge_format.VERDICT_PREFIX`)."""
+        return self._score_next_token(messages, images, candidates, assistant_prefix)
+
+
+class TextGenerator(_ChatGenerator):
+    """Chat generation for a text-only causal LM (the critique scorer)."""
+
+    def __init__(self, spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None) -> None:
+        super().__init__(spec)
+        self.model, self.tokenizer = load_causal_lm(spec, model_cache, device=device)
+
+    def _encode(self, texts, images):
+        return self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+
+    def generate(self, messages: list[list[dict]], temperature: float, max_new_tokens: int,
+                 num_samples: int = 1, seed: int | None = None) -> list[list[str]]:
+        """One list of `num_samples` continuations per conversation."""
+        return self._generate(messages, [None] * len(messages), temperature, max_new_tokens, num_samples, seed)
+
+    def score_next_token(self, messages: list[list[dict]], candidates: list[str],
+                         assistant_prefix: str = "") -> np.ndarray:
+        """Log-probs, shape (rows, len(candidates)), of each candidate's first token after the prompt."""
+        return self._score_next_token(messages, [None] * len(messages), candidates, assistant_prefix)

@@ -1,0 +1,128 @@
+"""Load every model the pipeline uses through transformers' Auto classes.
+
+One code path for all sources: `tiny:<role>` (built on demand under the model cache), a local folder,
+or a hub id (with revision / gguf_file passed through). The device comes from the caller or from the
+spec's resources, never from code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoModelForSequenceClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
+
+from carevl.config import ModelSpec
+
+TINY_PREFIX = "tiny:"
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+}
+
+
+def _dtype(name: str) -> torch.dtype | str:
+    if name == "auto":
+        return "auto"
+    if name not in _DTYPES:
+        raise ValueError(f"model dtype '{name}' is not one of {['auto', *_DTYPES]}")
+    return _DTYPES[name]
+
+
+def resolve_model_path(spec: ModelSpec, model_cache: Path) -> tuple[str, dict[str, Any]]:
+    """Where to load `spec` from and the `from_pretrained` keyword arguments.
+
+    `tiny:<role>` builds the role under `model_cache` if needed and returns its folder; a path that
+    exists locally is returned as is; anything else is treated as a hub id (with `revision`).
+    """
+    if spec.backend == "openai":
+        raise ValueError(f"model '{spec.path}' uses backend 'openai' (an HTTP endpoint); it has no local weights")
+    kwargs: dict[str, Any] = {"dtype": _dtype(spec.dtype)}
+    if spec.trust_remote_code:
+        kwargs["trust_remote_code"] = True
+    if spec.gguf_file:
+        kwargs["gguf_file"] = spec.gguf_file
+    if spec.path.startswith(TINY_PREFIX):
+        from carevl.models.tiny import build_tiny_models  # deferred: only tiny specs need the builder
+
+        role = spec.path[len(TINY_PREFIX):]
+        return str(build_tiny_models(Path(model_cache), [role])[role]), kwargs
+    local = Path(spec.path).expanduser()
+    if local.exists():
+        return str(local), kwargs
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    return spec.path, kwargs
+
+
+def _tokenizer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of model kwargs that tokenizers/processors understand."""
+    return {k: v for k, v in kwargs.items() if k in ("revision", "trust_remote_code", "gguf_file")}
+
+
+def choose_device(spec: ModelSpec, device: str | torch.device | None = None) -> str | torch.device:
+    """The explicit `device`, else CUDA when the spec asks for GPUs and one is present, else CPU."""
+    if device is not None:
+        return device
+    return "cuda" if spec.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
+
+
+def _place(model, spec: ModelSpec, device):
+    model = model.to(choose_device(spec, device))
+    return model.eval()
+
+
+def _check_kind(spec: ModelSpec, expected: str) -> None:
+    if spec.kind != expected:
+        raise ValueError(f"model '{spec.path}' has kind '{spec.kind}', this loader needs kind '{expected}'")
+
+
+def load_vlm(spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None):
+    """(model, processor) for an image-text-to-text model; the tokenizer pads on the left."""
+    _check_kind(spec, "vlm")
+    path, kwargs = resolve_model_path(spec, model_cache)
+    processor = AutoProcessor.from_pretrained(path, **_tokenizer_kwargs(kwargs))
+    tokenizer = getattr(processor, "tokenizer", processor)
+    _prepare_tokenizer(tokenizer, spec, padding_side="left")
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    return _place(model, spec, device), processor
+
+
+def load_reward_model(spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None):
+    """(model, tokenizer) for a sequence-classification reward model (one score per input)."""
+    _check_kind(spec, "reward")
+    path, kwargs = resolve_model_path(spec, model_cache)
+    tokenizer = AutoTokenizer.from_pretrained(path, **_tokenizer_kwargs(kwargs))
+    _prepare_tokenizer(tokenizer, spec, padding_side=tokenizer.padding_side)
+    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    if model.config.pad_token_id is None:
+        # Batched scoring finds each row's last real token through the pad id.
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return _place(model, spec, device), tokenizer
+
+
+def load_causal_lm(spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None):
+    """(model, tokenizer) for a causal LM; the tokenizer pads on the left for generation."""
+    _check_kind(spec, "causal")
+    path, kwargs = resolve_model_path(spec, model_cache)
+    tokenizer = AutoTokenizer.from_pretrained(path, **_tokenizer_kwargs(kwargs))
+    _prepare_tokenizer(tokenizer, spec, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return _place(model, spec, device), tokenizer
+
+
+def _prepare_tokenizer(tokenizer, spec: ModelSpec, padding_side: str) -> None:
+    tokenizer.padding_side = padding_side
+    tokenizer.model_max_length = spec.max_length
+    if tokenizer.pad_token is None:
+        # Many hub reward models and LMs ship without a pad token; the end-of-text token is the usual stand-in.
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer of '{spec.path}' has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token

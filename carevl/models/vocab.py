@@ -1,0 +1,71 @@
+"""A small byte-level BPE tokenizer trained on this machine for the tiny random models.
+
+The training corpus is generated from word lists that cover what the pipeline feeds these models
+(questions about coloured shapes, candidate answers, the judge prompt), so common words become single
+tokens; byte-level fallback keeps every other string encodable.
+"""
+from __future__ import annotations
+
+import random
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from carevl import judge_format
+
+# Every chat-format marker any tiny model's template uses; all live in the one shared vocabulary.
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>",
+    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<bos>", "<eos>", "<pad>", "<start_of_turn>", "<end_of_turn>",
+    "<s>", "</s>", "[INST]", "[/INST]",
+]
+
+_COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "grey", "pink", "brown"]
+_SHAPES = ["circle", "square", "triangle", "star", "rectangle", "ellipse", "diamond", "cross"]
+_PLACES = ["top left", "top right", "bottom left", "bottom right", "centre", "left side", "right side"]
+_NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+_TEMPLATES = [
+    "How many {shape}s are in the image?",
+    "What colour is the {shape} in the {place}?",
+    "There are {n} {colour} {shape}s in the picture.",
+    "The {shape} in the {place} is {colour}.",
+    "I can see a {colour} {shape} near the {place} of the image.",
+    "Is there a {colour} {shape} in the {place}? Yes, there is.",
+    "No, the {shape} is not {colour}; it is {colour2}.",
+    "The image shows {n} shapes: a {colour} {shape} and a {colour2} {shape2}.",
+    "Answer A is more accurate because it names the {colour} {shape} correctly.",
+    "Answer B describes a {colour2} {shape2} that is not in the image, which is a hallucination.",
+    "Score: {n} out of 10. The critique is correct and helpful.",
+    "Please describe the image in detail, including every object, its colour and its position.",
+    "The caption says the picture contains a {colour} {shape} on a white background.",
+]
+
+
+def training_corpus(num_lines: int = 6000, seed: int = 0) -> list[str]:
+    """Deterministic English-like sentences about shapes, plus the judge prompt pieces."""
+    rng = random.Random(seed)
+    lines = [judge_format.SYSTEM_PROMPT, judge_format.USER_TEMPLATE,
+             judge_format.format_judgement("A", "The first answer matches the image.")]
+    for _ in range(num_lines):
+        template = rng.choice(_TEMPLATES)
+        lines.append(template.format(
+            shape=rng.choice(_SHAPES), shape2=rng.choice(_SHAPES), place=rng.choice(_PLACES),
+            colour=rng.choice(_COLOURS), colour2=rng.choice(_COLOURS), n=rng.choice(_NUMBERS),
+        ))
+    return lines
+
+
+def train_bpe_tokenizer(vocab_size: int = 3000, seed: int = 0) -> Tokenizer:
+    """Train a byte-level BPE tokenizer (GPT-2 style) with the chat special tokens reserved first."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(training_corpus(seed=seed), trainer=trainer)
+    return tokenizer
