@@ -106,14 +106,42 @@ class RefineConfig(StrictModel):
     )
 
 
-class ServeConfig(StrictModel):
-    """Defaults for the judge service (serve_configs/*.yaml may override)."""
+class ServeLimits(StrictModel):
+    """Bounds on one HTTP request to the judge service; requests beyond them get a 413 or 422."""
 
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="whole request body (413 above)")
+    max_image_bytes: int = Field(16 * 1024 * 1024, ge=1, description="one encoded image (413 above)")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width*height of one image (413 above)")
+    max_question_chars: int = Field(8_000, ge=1)
+    max_response_chars: int = Field(16_000, ge=1)
+    max_batch_items: int = Field(32, ge=1, description="items in one /v1/judge/batch call")
+    max_candidates: int = Field(8, ge=2, description="candidates in one /v1/rank call (k*(k-1)/2 pairs)")
+
+    def image_limits(self) -> InputLimits:
+        """The same bounds in the form the image loader takes."""
+        return InputLimits(max_image_bytes=self.max_image_bytes, max_image_pixels=self.max_image_pixels,
+                           max_question_chars=self.max_question_chars,
+                           max_response_chars=self.max_response_chars)
+
+
+class ServeConfig(StrictModel):
+    """Defaults for the judge service (paper 3.7); serve_configs/*.yaml may override any field."""
+
+    model: str = Field("vlm", description="key in `models`, a checkpoint folder, or `tiny:<role>`")
     default_mode: Literal["explain", "verdict"] = "explain"
-    max_batch_size: int = Field(16, ge=1)
+    max_batch_size: int = Field(16, ge=2, description="pairs per forward pass; >= 2 so a swap check fits")
     batch_wait_timeout_s: float = Field(0.01, ge=0)
-    max_ongoing_requests: int = Field(64, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, description="explain mode; None: the model's generation")
+    max_ongoing_requests: int = Field(64, ge=1, description="in flight per replica (backpressure)")
+    max_queued_requests: int = Field(256, ge=-1, description="queued per caller before a fast 503; -1: no cap")
+    num_replicas: int = Field(1, ge=1, description="fixed replica count when autoscaling_config is unset")
+    autoscaling_config: dict[str, Any] | None = Field(None, description="Ray Serve AutoscalingConfig fields")
+    num_cpus: float | None = Field(None, ge=0, description="per replica; None: the model's resources")
+    num_gpus: float | None = Field(None, ge=0, description="per replica; None: the model's resources")
     tie_on_swap_disagreement: bool = True
+    allow_remote_images: bool = Field(False, description="accept http(s) URLs and server-side paths")
+    api_token_env: str | None = Field(None, description="env variable holding the bearer token; None: no auth")
+    limits: ServeLimits = Field(default_factory=ServeLimits)
 
 
 class EvalConfig(StrictModel):
