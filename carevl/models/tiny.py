@@ -306,3 +306,9 @@ def build_tiny_models(model_cache: Path, roles: list[str] | None = None) -> dict
                     _build_role(role, folder, sources)
         folders[role] = folder
     return folders
+
+
+def tiny_roles(config) -> list[str]:
+    """The `tiny:<role>` roles referenced by a config's models, in config order."""
+    return list(dict.fromkeys(
+        spec.path[len("tiny:"):] for spec in config.models.values() if spec.path.startswith("tiny:")))
