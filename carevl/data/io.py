@@ -1,0 +1,438 @@
+"""Reading and writing tables as Parquet or JSONL, on local disk or any pyarrow filesystem.
+
+Paths are plain local paths or URIs (`file:///...`, `s3://bucket/key`, `gs://bucket/key`); both are
+resolved through `pyarrow.fs.FileSystem.from_uri`, so the same code reads a laptop folder and a bucket.
+A dataset is one file or a folder of part files. Readers stream record batches; writers publish each
+file atomically (write under a hidden temporary name, then rename), so a job killed mid-write never
+leaves a file that looks complete.
+
+JSONL conventions for item rows: binary columns (`image_bytes`) travel as base64 text, and an `image`
+key holding a path, URL or data URL is read as `image_path`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import posixpath
+import uuid
+from typing import Any, Iterable, Iterator, Literal
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+Format = Literal["parquet", "jsonl"]
+FORMATS: tuple[str, ...] = ("parquet", "jsonl")
+_EXTENSIONS = {"parquet": (".parquet",), "jsonl": (".jsonl", ".json", ".ndjson")}
+_READ_CHUNK = 1 << 20
+
+
+class DataFormatError(ValueError):
+    """A file or row that cannot be read as expected; the message names the file (and line)."""
+
+
+class RowError(ValueError):
+    """One row that does not fit the schema; `reason` is a short code for a quarantine row."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------- paths
+
+def resolve(uri: str, filesystem: pafs.FileSystem | None = None) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or URI; an explicit `filesystem` takes `uri` as is."""
+    if filesystem is not None:
+        return filesystem, uri
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+def _with_scheme(original: str, path: str, filesystem: pafs.FileSystem | None) -> str:
+    """Give a path found inside a filesystem the same form (scheme or not) as the user's URI."""
+    if filesystem is None and "://" in original:
+        return f"{original.split('://', 1)[0]}://{path}"
+    return path
+
+
+def join(uri: str, *parts: str) -> str:
+    """Join path parts onto a local path or URI with forward slashes."""
+    return posixpath.join(uri, *parts) if "://" in uri else os.path.join(uri, *parts)
+
+
+def detect_format(path: str) -> Format:
+    """'parquet' or 'jsonl' from a file name's extension."""
+    lower = path.lower()
+    for fmt, exts in _EXTENSIONS.items():
+        if lower.endswith(exts):
+            return fmt  # type: ignore[return-value]
+    raise DataFormatError(f"{path}: cannot tell the format from the extension (want .parquet or .jsonl)")
+
+
+def _is_visible(path: str) -> bool:
+    # Temporary files of an unfinished write and markers like _SUCCESS start with '.' or '_'.
+    return not posixpath.basename(path).startswith((".", "_"))
+
+
+def list_data_files(uri: str, format: Format | None = None,
+                    filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """The data files of a dataset (one file, or a folder searched recursively), sorted.
+
+    Returned paths keep the URI scheme of `uri`, so they can be handed to `ray.data.read_parquet` /
+    `read_json` directly. Hidden and temporary files are skipped. Raises FileNotFoundError for a
+    missing path and DataFormatError for a folder with no data files or mixed formats.
+    """
+    fs, path = resolve(uri, filesystem)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no such file or folder: {uri}")
+    if info.type == pafs.FileType.File:
+        if format is None:
+            detect_format(path)
+        return [_with_scheme(uri, path, filesystem)]
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File and _is_visible(i.path))
+    wanted = _EXTENSIONS[format] if format else sum(_EXTENSIONS.values(), ())
+    files = [f for f in files if f.lower().endswith(wanted)]
+    if not files:
+        raise DataFormatError(f"{uri}: no .parquet or .jsonl files found")
+    if format is None and len({detect_format(f) for f in files}) > 1:
+        raise DataFormatError(f"{uri}: mixes Parquet and JSONL files; pass format explicitly")
+    return [_with_scheme(uri, f, filesystem) for f in files]
+
+
+def dataset_format(uri: str, filesystem: pafs.FileSystem | None = None) -> Format:
+    """The format of a dataset (file or folder)."""
+    return detect_format(list_data_files(uri, filesystem=filesystem)[0])
+
+
+# ------------------------------------------------------------------------------------ row conversion
+
+def _decode_base64(value: str, column: str) -> bytes:
+    text = value.split(",", 1)[1] if value.startswith("data:") and "," in value else value
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RowError("bad_base64", f"column '{column}' is not valid base64") from None
+
+
+def normalize_row(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
+    """Map one JSON object onto `schema`: `image` -> `image_path`, base64 text -> bytes in binary
+    columns, missing columns -> None. Keys the schema does not know are left out.
+
+    Raises RowError (reason `ambiguous_image` or `bad_base64`) for a row that cannot be mapped.
+    """
+    if "image" in row and "image_path" in schema.names:
+        if row.get("image_path") not in (None, ""):
+            raise RowError("ambiguous_image", "row has both 'image' and 'image_path'")
+        row = {**row, "image_path": row["image"]}
+    out: dict[str, Any] = {}
+    for field in schema:
+        value = row.get(field.name)
+        if isinstance(value, str) and pa.types.is_binary(field.type):
+            value = _decode_base64(value, field.name)
+        out[field.name] = value
+    return out
+
+
+def _fits(value: Any, typ: pa.DataType) -> bool:
+    """Whether a JSON-like value has the arrow type's Python shape (arrow itself would coerce e.g. a
+    string into a list of characters)."""
+    if value is None:
+        return True
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return isinstance(value, str)
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        return isinstance(value, (bytes, bytearray, memoryview))
+    if pa.types.is_boolean(typ):
+        return isinstance(value, bool)
+    if pa.types.is_integer(typ):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if pa.types.is_floating(typ):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return isinstance(value, (list, tuple)) and all(_fits(v, typ.value_type) for v in value)
+    if pa.types.is_struct(typ):
+        return isinstance(value, dict) and all(_fits(value.get(f.name), f.type) for f in typ)
+    return True
+
+
+def check_row_types(row: dict[str, Any], schema: pa.Schema) -> None:
+    """Raise RowError('wrong_type') naming the first column whose value has the wrong type."""
+    for field in schema:
+        if not _fits(row.get(field.name), field.type):
+            raise RowError("wrong_type", f"column '{field.name}' should be {field.type}, "
+                                         f"got {type(row.get(field.name)).__name__}")
+
+
+def rows_to_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """A table from already-normalised rows; a value of the wrong type raises RowError."""
+    for row in rows:
+        check_row_types(row, schema)
+    try:
+        return pa.Table.from_pylist(rows, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as exc:
+        raise RowError("wrong_type", str(exc)) from None
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def row_to_json(row: dict[str, Any]) -> str:
+    """One JSONL line (without newline); bytes become base64 text."""
+    return json.dumps(row, ensure_ascii=False, default=_json_default)
+
+
+# ------------------------------------------------------------------------------------------- readers
+
+def _iter_lines(fs: pafs.FileSystem, path: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes) without reading the whole file into memory."""
+    line_no, tail = 0, b""
+    with fs.open_input_stream(path) as stream:
+        while True:
+            chunk = stream.read(_READ_CHUNK)
+            if not chunk:
+                break
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            for line in lines:
+                line_no += 1
+                yield line_no, line
+    if tail:
+        yield line_no + 1, tail
+
+
+def iter_jsonl_rows(uri: str, *, filesystem: pafs.FileSystem | None = None,
+                    bad_lines: Literal["raise", "mark"] = "raise") -> Iterator[dict[str, Any]]:
+    """Stream the JSON objects of a JSONL file or folder; blank lines are skipped.
+
+    A line that is not a JSON object raises DataFormatError naming file and line, or with
+    `bad_lines="mark"` is yielded as `{"_error": reason, "_source": "file:line", "_raw": text}` so a
+    job can quarantine it instead of losing it.
+    """
+    for file in list_data_files(uri, "jsonl", filesystem):
+        fs, path = resolve(file, filesystem)
+        for line_no, raw in _iter_lines(fs, path):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+                error = None if isinstance(row, dict) else "not_an_object"
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                row, error = None, "invalid_json"
+            if error is None:
+                yield row
+            elif bad_lines == "mark":
+                yield {"_error": error, "_source": f"{file}:{line_no}",
+                       "_raw": raw.decode("utf-8", errors="replace")}
+            else:
+                raise DataFormatError(f"{file}:{line_no}: {error}")
+
+
+def iter_batches(uri: str, format: Format | None = None, *, schema: pa.Schema | None = None,
+                 batch_size: int = 1024, columns: list[str] | None = None,
+                 filesystem: pafs.FileSystem | None = None) -> Iterator[pa.RecordBatch]:
+    """Stream a dataset as record batches of at most `batch_size` rows, file by file.
+
+    With `schema`, every batch is conformed to it (JSONL rows normalised by `normalize_row`, Parquet
+    columns reordered, cast and missing nullable columns filled with nulls). A row that does not fit
+    raises DataFormatError naming the file.
+    """
+    files = list_data_files(uri, format, filesystem)
+    fmt = format or detect_format(files[0])
+    for file in files:
+        fs, path = resolve(file, filesystem)
+        if fmt == "parquet":
+            with fs.open_input_file(path) as handle:
+                reader = pq.ParquetFile(handle)
+                for batch in reader.iter_batches(batch_size=batch_size, columns=columns):
+                    yield conform(batch, schema, file) if schema is not None else batch
+        else:
+            yield from _jsonl_batches(file, schema, batch_size, columns, filesystem)
+
+
+def _jsonl_batches(file: str, schema: pa.Schema | None, batch_size: int, columns: list[str] | None,
+                   filesystem: pafs.FileSystem | None) -> Iterator[pa.RecordBatch]:
+    def to_batch(rows: list[dict]) -> pa.RecordBatch:
+        try:
+            if schema is not None:
+                table = rows_to_table([normalize_row(r, schema) for r in rows], schema)
+            else:
+                table = pa.Table.from_pylist(rows)
+        except (RowError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise DataFormatError(f"{file}: {exc}") from None
+        if columns is not None:
+            table = table.select(columns)
+        return table.combine_chunks().to_batches()[0]
+
+    rows: list[dict] = []
+    for row in iter_jsonl_rows(file, filesystem=filesystem):
+        rows.append(row)
+        if len(rows) >= batch_size:
+            yield to_batch(rows)
+            rows = []
+    if rows:
+        yield to_batch(rows)
+
+
+def conform(batch: pa.RecordBatch, schema: pa.Schema, source: str = "<batch>") -> pa.RecordBatch:
+    """Reorder and cast columns to `schema`, adding missing nullable columns as nulls."""
+    arrays = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            column = batch.column(field.name)
+            try:
+                arrays.append(column.cast(field.type) if column.type != field.type else column)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise DataFormatError(f"{source}: column '{field.name}': {exc}") from None
+        elif field.nullable:
+            arrays.append(pa.nulls(batch.num_rows, field.type))
+        else:
+            raise DataFormatError(f"{source}: required column '{field.name}' is missing")
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def read_table(uri: str, format: Format | None = None, *, schema: pa.Schema | None = None,
+               filesystem: pafs.FileSystem | None = None) -> pa.Table:
+    """The whole dataset as one table; for small data (tests, summaries). Prefer `iter_batches`."""
+    batches = list(iter_batches(uri, format, schema=schema, filesystem=filesystem))
+    if not batches:
+        return schema.empty_table() if schema is not None else pa.table({})
+    return pa.Table.from_batches(batches, schema=schema or batches[0].schema)
+
+
+# ------------------------------------------------------------------------------------------- writers
+
+def _write_file(table: pa.Table, fs: pafs.FileSystem, path: str, fmt: Format) -> None:
+    if fmt == "parquet":
+        with fs.open_output_stream(path) as out:
+            pq.write_table(table, out)
+        return
+    with fs.open_output_stream(path) as out:
+        for batch in table.to_batches(max_chunksize=1024):
+            text = "".join(row_to_json(r) + "\n" for r in batch.to_pylist())
+            out.write(text.encode("utf-8"))
+
+
+def write_table(table: pa.Table, uri: str, format: Format | None = None, *,
+                filesystem: pafs.FileSystem | None = None) -> str:
+    """Write one file atomically: under a hidden temporary name in the same folder, then renamed.
+
+    Returns `uri`. Parent folders are created. On object stores the rename is a copy; readers skip
+    hidden names either way, so a killed write never shows up as data.
+    """
+    fmt = format or detect_format(uri)
+    fs, path = resolve(uri, filesystem)
+    parent, name = posixpath.split(path)
+    fs.create_dir(parent, recursive=True)
+    tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
+    try:
+        _write_file(table, fs, tmp, fmt)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+    return uri
+
+
+def shard_name(index: int, format: Format, prefix: str = "part") -> str:
+    """File name of shard `index`: part-00000.parquet, part-00001.jsonl, ..."""
+    return f"{prefix}-{index:05d}{_EXTENSIONS[format][0]}"
+
+
+def file_exists(uri: str, filesystem: pafs.FileSystem | None = None) -> bool:
+    fs, path = resolve(uri, filesystem)
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+class ShardedWriter:
+    """Buffers rows and writes them as numbered part files of `rows_per_file` rows each.
+
+    Memory is bounded by construction: at most one shard's rows are buffered; `write` flushes as soon
+    as the buffer is full. Each part file is published atomically (see `write_table`). Use as a context
+    manager, or call `close()` to write the last partial shard.
+    """
+
+    def __init__(self, out_dir: str, schema: pa.Schema, rows_per_file: int, format: Format = "parquet", *,
+                 prefix: str = "part", start_index: int = 0, filesystem: pafs.FileSystem | None = None):
+        if rows_per_file < 1:
+            raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
+        if format not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+        self.out_dir, self.schema, self.rows_per_file = out_dir, schema, rows_per_file
+        self.format, self.prefix, self.filesystem = format, prefix, filesystem
+        self.next_index = start_index
+        self.files: list[str] = []
+        self.rows_written = 0
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows held in memory and not yet written (always < rows_per_file after `write`)."""
+        return self._buffered
+
+    def write(self, data: pa.Table | pa.RecordBatch | list[dict[str, Any]]) -> None:
+        """Add rows (a table, batch, or list of dicts in the schema's columns)."""
+        if isinstance(data, list):
+            data = rows_to_table(data, self.schema)
+        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+        table = table.select(self.schema.names).cast(self.schema)
+        offset = 0
+        while offset < table.num_rows:
+            take = min(self.rows_per_file - self._buffered, table.num_rows - offset)
+            self._buffer.extend(table.slice(offset, take).to_batches())
+            self._buffered += take
+            offset += take
+            if self._buffered >= self.rows_per_file:
+                self.flush()
+
+    def flush(self) -> str | None:
+        """Write the buffered rows (if any) as the next part file; returns its path."""
+        if not self._buffered:
+            return None
+        table = pa.Table.from_batches(self._buffer, schema=self.schema)
+        uri = join(self.out_dir, shard_name(self.next_index, self.format, self.prefix))
+        write_table(table, uri, self.format, filesystem=self.filesystem)
+        self.files.append(uri)
+        self.rows_written += table.num_rows
+        self.next_index += 1
+        self._buffer, self._buffered = [], 0
+        return uri
+
+    def close(self) -> list[str]:
+        self.flush()
+        return self.files
+
+    def __enter__(self) -> "ShardedWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        # On an exception the partial shard is dropped, not published as if it were complete.
+        if exc_type is None:
+            self.close()
+
+
+def write_rows(rows: Iterable[dict[str, Any]], out_dir: str, schema: pa.Schema, rows_per_file: int,
+               format: Format = "parquet", *, filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """Stream dict rows into part files; returns the files written."""
+    with ShardedWriter(out_dir, schema, rows_per_file, format, filesystem=filesystem) as writer:
+        chunk: list[dict[str, Any]] = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= min(rows_per_file, 1024):
+                writer.write(chunk)
+                chunk = []
+        if chunk:
+            writer.write(chunk)
+    return writer.files
