@@ -43,7 +43,7 @@ from transformers import (
 from carevl.models import templates
 from carevl.models.vocab import train_bpe_tokenizer
 
-KIT_VERSION = 1
+KIT_VERSION = 2
 MARKER = "carevl_tiny_model.json"
 ROLES = ("vlm", "vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer")
 GGUF_ROLES = frozenset({"vlm", "rm_smollm", "scorer"})

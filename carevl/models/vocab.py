@@ -25,6 +25,29 @@ _SHAPES = ["circle", "square", "triangle", "star", "rectangle", "ellipse", "diam
 _PLACES = ["top left", "top right", "bottom left", "bottom right", "centre", "left side", "right side"]
 _NUMBERS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
             "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+# Everyday English words, so free text (captions, explanations, critiques) also tokenizes compactly.
+_COMMON = """
+the a an and or but of to in on at by for with from about into over under between behind above below
+is are was were be been being has have had do does did can could will would should may might must
+not no yes very more most less many much few some any all each every both either neither other same
+this that these those there here it its they them their we our you your he she his her i me my
+image picture photo scene object objects shape shapes colour colours color size position count number
+left right top bottom middle centre center corner edge side background foreground near far next beside
+large small big little tall short wide narrow round sharp bright dark light pale deep thin thick
+answer answers question questions response responses judge judgement verdict explanation reason because
+correct incorrect wrong right accurate inaccurate true false better worse best worst good bad helpful
+detail details describe describes described description caption captions mention mentions mentioned
+hallucination hallucinated invented missing extra claim claims claimed evidence visible shown shows
+first second third last one two three four five six seven eight nine ten zero several multiple single
+people person man woman child dog cat car tree house table chair book cup window door road sky water
+sun cloud grass flower bird ball box bag phone computer screen sign text word letter line circle square
+red green blue yellow purple orange black white grey gray pink brown gold silver
+see look looks looking appear appears seem seems contain contains containing include includes including
+compare compared comparison consider considering choose chose chosen prefer preferred score scores rated
+because therefore however although while when where which who what why how whether than then also only
+just still even already again always never often sometimes usually quite rather almost nearly exactly
+""".split()
+
 _TEMPLATES = [
     "How many {shape}s are in the image?",
     "What colour is the {shape} in the {place}?",
@@ -43,7 +66,8 @@ _TEMPLATES = [
 
 
 def training_corpus(num_lines: int = 6000, seed: int = 0) -> list[str]:
-    """Deterministic English-like sentences about shapes, plus the judge prompt pieces."""
+    """Deterministic English-like sentences about shapes and free word sequences, plus the judge
+    prompt pieces."""
     rng = random.Random(seed)
     lines = [judge_format.SYSTEM_PROMPT, judge_format.USER_TEMPLATE,
              judge_format.format_judgement("A", "The first answer matches the image.")]
@@ -53,6 +77,9 @@ def training_corpus(num_lines: int = 6000, seed: int = 0) -> list[str]:
             shape=rng.choice(_SHAPES), shape2=rng.choice(_SHAPES), place=rng.choice(_PLACES),
             colour=rng.choice(_COLOURS), colour2=rng.choice(_COLOURS), n=rng.choice(_NUMBERS),
         ))
+        words = rng.choices(_COMMON, k=rng.randint(6, 16))
+        lines.append(" ".join(words).capitalize() + rng.choice([".", "?", "!", ",", ";"])
+                     + f" {rng.randint(0, 999)}")
     return lines
 
 

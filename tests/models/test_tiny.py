@@ -1,0 +1,166 @@
+"""The tiny model kit: every role builds, loads through the Auto classes and runs; builds are
+idempotent and deterministic; the SmolLM2 roles carry the real GGUF weights."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoModelForSequenceClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
+
+from carevl.models import tiny
+from carevl.models.vocab import SPECIAL_TOKENS, train_bpe_tokenizer
+
+REWARD_ROLES = ["rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm"]
+CONVERSATION = [
+    {"role": "system", "content": "Judge the answer."},
+    {"role": "user", "content": [{"type": "text", "text": "How many red circles are there?"}]},
+]
+
+
+def _snapshot(folder):
+    return {p.name: p.stat().st_mtime_ns for p in sorted(folder.iterdir())}
+
+
+def test_every_role_has_a_finished_folder(model_cache):
+    for role in tiny.ROLES:
+        folder = model_cache / role
+        assert tiny.is_built(folder, role), role
+        assert (folder / "config.json").is_file()
+        assert json.loads((folder / tiny.MARKER).read_text())["role"] == role
+
+
+def test_second_build_rewrites_nothing(tmp_path):
+    roles = ["vlm_micro", "rm_llama", "rm_gemma2"]
+    first = tiny.build_tiny_models(tmp_path, roles)
+    before = {role: _snapshot(folder) for role, folder in first.items()}
+    second = tiny.build_tiny_models(tmp_path, roles)
+    assert second == first
+    assert {role: _snapshot(folder) for role, folder in second.items()} == before
+
+
+def test_folder_without_marker_is_rebuilt(tmp_path):
+    folder = tiny.build_tiny_models(tmp_path, ["rm_qwen2"])["rm_qwen2"]
+    (folder / tiny.MARKER).unlink()  # as if the build was killed before finishing
+    (folder / "model.safetensors").write_bytes(b"truncated")
+    tiny.build_tiny_models(tmp_path, ["rm_qwen2"])
+    assert tiny.is_built(folder, "rm_qwen2")
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    assert model.config.num_labels == 1
+
+
+def test_builds_are_deterministic(tmp_path):
+    digests = []
+    for sub in ("a", "b"):
+        folder = tiny.build_tiny_models(tmp_path / sub, ["rm_mistral"])["rm_mistral"]
+        digests.append({name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                        for name in ("model.safetensors", "tokenizer.json")})
+    assert digests[0] == digests[1]
+
+
+def test_unknown_role_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="rm_nope"):
+        tiny.build_tiny_models(tmp_path, ["rm_nope"])
+
+
+def test_trained_vocabulary_is_small_and_lossless():
+    tokenizer = train_bpe_tokenizer()
+    assert 2000 <= tokenizer.get_vocab_size() <= 4096
+    text = "A purple star at the top right; naïve café, 3½ shapes!"
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+    for token in SPECIAL_TOKENS:
+        assert tokenizer.encode(token).ids == [tokenizer.token_to_id(token)]
+
+
+@pytest.mark.parametrize("role", ["vlm", "vlm_micro"])
+def test_vlm_forward_and_generate_with_image(model_cache, role, shape_image):
+    folder = model_cache / role
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt.count("<image>") == 1 and prompt.endswith("<|im_start|>assistant\n")
+    inputs = processor(text=[prompt], images=[shape_image], return_tensors="pt")
+    # The processor expands <image> to exactly as many tokens as the vision tower emits features.
+    n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    assert n_image_tokens == tiny.NUM_IMAGE_TOKENS == model.config.image_seq_length
+    with torch.no_grad():
+        features = model.get_image_features(pixel_values=inputs["pixel_values"])
+        logits = model(**inputs).logits
+    pooled = features.pooler_output if hasattr(features, "pooler_output") else features
+    assert sum(f.shape[0] for f in pooled) == n_image_tokens
+    assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
+    out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("role", REWARD_ROLES)
+def test_reward_model_scores_chat_input(model_cache, role):
+    folder = model_cache / role
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    assert model.config.num_labels == 1 and model.config.pad_token_id == tokenizer.pad_token_id
+    texts = [tokenizer.apply_chat_template(CONVERSATION + [{"role": "assistant", "content": answer}],
+                                           tokenize=False)
+             for answer in ("Two.", "There are three red circles and one large blue square in the picture.")]
+    assert all("How many red circles" in t and "Judge the answer." in t for t in texts)
+    batch = tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        scores = model(**batch).logits.squeeze(-1)  # (2,)
+        single = model(**tokenizer(texts[:1], return_tensors="pt", add_special_tokens=False)).logits.squeeze(-1)
+    assert torch.isfinite(scores).all()
+    assert abs(float(scores[0] - scores[1])) > 1e-6
+    # Padding must not change a row's score (the classifier pools the last real token).
+    assert torch.allclose(scores[:1], single, atol=1e-4)
+
+
+def test_reward_models_span_several_architectures(model_cache):
+    classes = {AutoModelForSequenceClassification.from_pretrained(model_cache / r).__class__.__name__
+               for r in REWARD_ROLES}
+    assert len(classes) >= 3
+
+
+def test_reward_templates_reject_images(model_cache):
+    tokenizer = AutoTokenizer.from_pretrained(model_cache / "rm_gemma2")
+    with pytest.raises(Exception, match="image"):
+        tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "image"}]}], tokenize=False)
+
+
+def test_scorer_is_the_real_smollm2(model_cache):
+    folder = model_cache / "scorer"
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    inputs = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+    answer = tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in answer
+
+
+def test_smollm_backbones_share_the_gguf_weights(model_cache):
+    scorer = AutoModelForCausalLM.from_pretrained(model_cache / "scorer")
+    rm = AutoModelForSequenceClassification.from_pretrained(model_cache / "rm_smollm")
+    vlm = AutoModelForImageTextToText.from_pretrained(model_cache / "vlm")
+    reference = scorer.model.layers[3].mlp.down_proj.weight
+    assert torch.equal(rm.model.layers[3].mlp.down_proj.weight, reference)
+    assert torch.equal(vlm.model.language_model.layers[3].mlp.down_proj.weight, reference)
+    vocab = scorer.config.vocab_size
+    assert torch.equal(vlm.model.language_model.embed_tokens.weight[:vocab], scorer.model.embed_tokens.weight)
+
+
+@pytest.mark.slow
+def test_scorer_logits_match_a_fresh_gguf_load(model_cache):
+    folder, name = tiny.find_smollm_gguf()
+    reference = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+    scorer = AutoModelForCausalLM.from_pretrained(model_cache / "scorer").eval()
+    ids = torch.tensor([[1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2]])
+    with torch.no_grad():
+        assert torch.allclose(scorer(ids).logits, reference(ids).logits, atol=1e-4)
