@@ -145,8 +145,28 @@ class ServeConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    """Paper A.2: k judgements per item, averaged; fixed-seed A/B shuffling."""
+    """Paper A.2: k judgements per item, averaged; fixed-seed A/B shuffling. Paper 4.1 benchmarks."""
 
     k: int = Field(5, ge=1)
     mode: Literal["explain", "verdict"] = "explain"
     seed: int = 0
+    judge_model: str = Field("vlm", description="key in `models` whose dtype, max_length, generation and "
+                             "resources an in-process judge uses (--judge replaces only its path)")
+    max_new_tokens: int | None = Field(None, ge=1, description="explain mode; None: the model's generation")
+    position_check: bool = Field(True, description="also judge every item in the other A/B order")
+    tie_margin: float = Field(0.05, ge=0, le=0.5, description="verdict mode: |p_a - 0.5| <= margin is a tie")
+    length_buckets: list[int] = Field([200, 500, 1000, 2000], min_length=1,
+                                      description="answer-length bucket edges (characters) in the bias report")
+    synthetic_items: int = Field(64, ge=1, description="held-out synthetic pairs when --input is not given")
+    reference_models: list[str] = Field(
+        default_factory=lambda: ["GPT-4o", "LLaVA-OneVision-7B", "CAREVL (LLaVA-OneVision-7B)",
+                                 "LLaVA-Critic-7B", "GPT-4V"],
+        description="published models drawn beside the judge in charts and report.md")
+    client_concurrency: int = Field(8, ge=1, description="requests in flight when --judge is a service URL")
+    client_timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_buckets(self) -> "EvalConfig":
+        if self.length_buckets != sorted(set(self.length_buckets)):
+            raise ValueError(f"length_buckets must be strictly increasing, got {self.length_buckets}")
+        return self
