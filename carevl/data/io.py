@@ -345,6 +345,21 @@ def write_table(table: pa.Table, uri: str, format: Format | None = None, *,
     return uri
 
 
+def remove_temp_files(out_dir: str, filesystem: pafs.FileSystem | None = None) -> int:
+    """Delete temporary files a killed writer left in `out_dir` (not recursive); returns how many.
+
+    Only call this when no other writer is active in the folder.
+    """
+    fs, path = resolve(out_dir, filesystem)
+    if fs.get_file_info(path).type != pafs.FileType.Directory:
+        return 0
+    stale = [i.path for i in fs.get_file_info(pafs.FileSelector(path))
+             if i.type == pafs.FileType.File and i.base_name.startswith(".") and ".tmp-" in i.base_name]
+    for tmp in stale:
+        fs.delete_file(tmp)
+    return len(stale)
+
+
 def shard_name(index: int, format: Format, prefix: str = "part") -> str:
     """File name of shard `index`: part-00000.parquet, part-00001.jsonl, ..."""
     return f"{prefix}-{index:05d}{_EXTENSIONS[format][0]}"

@@ -419,6 +419,7 @@ def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = Sy
     manifest = {"items": n_items, "seed": seed, "format": format, "shard_size": shard_size,
                 "spec": json.loads(json.dumps(asdict(spec)))}
     _check_manifest(fs, root, manifest)
+    dio.remove_temp_files(output, filesystem)   # leftovers of a killed run; this job is the only writer
     result = SynthResult(output=output, items=n_items)
     for shard in range(math.ceil(n_items / shard_size)):
         uri = dio.join(output, dio.shard_name(shard, format))
