@@ -1,0 +1,103 @@
+"""High-confidence pairs -> judge conversations for SFT (paper 3.3).
+
+Each pair becomes one prompt/completion example in TRL's vision format:
+
+    {"prompt": judge_messages(question, first, second), "completion": [assistant: format_judgement(...)],
+     "images": [PIL image]}
+
+The order in which the two answers are shown is swapped for about half of the pairs, decided by a
+hash of (seed, pair_id), so the judge cannot learn "A is usually right" and the choice is the same on
+every worker and every re-run. When the order is swapped, the target verdict is swapped too and so
+are the explanation's mentions of "Answer A"/"Answer B", so the explanation stays true to the order
+shown.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from typing import Any, Iterable
+
+from carevl.judge_format import format_judgement, judge_messages, swap_choice
+
+# Reasons a curated row yields no SFT example (counted in the SFT summary, never dropped silently).
+NOT_HIGH = "not_high_confidence"
+NO_LABEL = "no_label"
+LABEL_MISMATCH = "label_differs_from_judge"
+NO_EXPLANATION = "no_explanation"
+
+_MENTION_RE = re.compile(r"\b(answer|response|option|candidate)(\s+)([AB])\b", re.IGNORECASE)
+
+
+def swap_order(seed: int, pair_id: str) -> bool:
+    """Whether to show this pair's answers in swapped order: a fair coin fixed by (seed, pair_id)."""
+    digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()
+    return digest[0] & 1 == 1
+
+
+def swap_answer_mentions(text: str) -> str:
+    """Exchange the letters in mentions such as "Answer A" / "response B" (A<->B), keeping the words.
+
+    Bare letters ("A is better") are left alone: they are too ambiguous to rewrite safely.
+    """
+    def flip(m: re.Match) -> str:
+        letter = m.group(3)
+        if not letter.isupper():  # "answer a question": an article, not a label
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{'B' if letter == 'A' else 'A'}"
+
+    return _MENTION_RE.sub(flip, text)
+
+
+def sft_target(row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(choice, skip_reason) for one curated pair: the relabelled target of a high-confidence pair.
+
+    For high-confidence pairs the curation job's `label` equals the strong judge's verdict (paper 3.2,
+    3.4); a row where they differ, or without an explanation, is skipped with a reason.
+    """
+    if row.get("confidence") != "high":
+        return None, NOT_HIGH
+    label = row.get("label")
+    if label not in ("A", "B"):
+        return None, NO_LABEL
+    if row.get("judge_choice") != label:
+        return None, LABEL_MISMATCH
+    if not (row.get("judge_explanation") or "").strip():
+        return None, NO_EXPLANATION
+    return label, None
+
+
+def sft_conversation(row: dict[str, Any], seed: int) -> tuple[dict[str, Any] | None, str | None]:
+    """(example, skip_reason): the prompt/completion messages for one pair (image not attached yet).
+
+    The example also carries `pair_id` and `swapped` so a run can be audited.
+    """
+    choice, reason = sft_target(row)
+    if choice is None:
+        return None, reason
+    first, second = row["response_a"], row["response_b"]
+    explanation = row["judge_explanation"]
+    swapped = swap_order(seed, row["pair_id"])
+    if swapped:
+        first, second = second, first
+        choice = swap_choice(choice)
+        explanation = swap_answer_mentions(explanation)
+    target = format_judgement(choice, explanation)  # type: ignore[arg-type]
+    return {
+        "pair_id": row["pair_id"],
+        "swapped": swapped,
+        "prompt": judge_messages(row["question"], first, second, with_image=True),
+        "completion": [{"role": "assistant", "content": [{"type": "text", "text": target}]}],
+    }, None
+
+
+def sft_conversations(rows: Iterable[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], Counter]:
+    """Examples for every usable row, plus skip counts by reason."""
+    examples, skipped = [], Counter()
+    for row in rows:
+        example, reason = sft_conversation(row, seed)
+        if example is None:
+            skipped[reason] += 1
+        else:
+            examples.append(example)
+    return examples, skipped

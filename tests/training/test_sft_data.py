@@ -1,0 +1,72 @@
+"""SFT conversation builder (paper 3.3): seeded A/B swap with a consistent target."""
+from carevl.judge_format import parse_explanation, parse_verdict
+from carevl.training.sft_data import (
+    LABEL_MISMATCH, NO_EXPLANATION, NO_LABEL, NOT_HIGH, sft_conversation, sft_conversations,
+    swap_answer_mentions, swap_order,
+)
+
+
+def _row(i: int, label: str = "A", **kw) -> dict:
+    row = {
+        "pair_id": f"item{i}:0-1", "question": f"What is shown in picture {i}?",
+        "response_a": f"first answer {i}", "response_b": f"second answer {i}",
+        "judge_choice": label, "judge_explanation": f"Answer {label} names the object correctly.",
+        "confidence": "high", "label": label,
+    }
+    row.update(kw)
+    return row
+
+
+def _user_text(example: dict) -> str:
+    return example["prompt"][-1]["content"][-1]["text"]
+
+
+def _target(example: dict) -> str:
+    return example["completion"][0]["content"][0]["text"]
+
+
+def test_swap_is_seeded_and_roughly_fair():
+    ids = [f"item{i}:0-1" for i in range(400)]
+    first = [swap_order(7, p) for p in ids]
+    assert first == [swap_order(7, p) for p in ids]
+    assert 150 < sum(first) < 250
+    assert first != [swap_order(8, p) for p in ids]
+
+
+def test_target_follows_the_better_answer_through_the_swap():
+    seen = set()
+    for i in range(40):
+        for label in ("A", "B"):
+            row = _row(i, label)
+            example, reason = sft_conversation(row, seed=0)
+            assert reason is None
+            better = row["response_a"] if label == "A" else row["response_b"]
+            verdict = parse_verdict(_target(example))
+            text = _user_text(example)
+            shown_a = text.split("[Answer A]\n")[1].split("\n[End of Answer A]")[0]
+            shown_b = text.split("[Answer B]\n")[1].split("\n[End of Answer B]")[0]
+            assert (shown_a if verdict == "A" else shown_b) == better
+            # The explanation names the same letter as the verdict after any swap.
+            assert parse_explanation(_target(example)).startswith(f"Answer {verdict} ")
+            seen.add(example["swapped"])
+    assert seen == {True, False}
+
+
+def test_prompt_has_image_placeholder_and_system_turn():
+    example, _ = sft_conversation(_row(1), seed=0)
+    assert example["prompt"][0]["role"] == "system"
+    assert example["prompt"][1]["content"][0] == {"type": "image"}
+    assert example["completion"][0]["role"] == "assistant"
+
+
+def test_unusable_rows_are_counted_with_reasons():
+    rows = [_row(0), _row(1, confidence="low"), _row(2, label=None), _row(3, judge_choice="B"),
+            _row(4, judge_explanation="  ")]
+    examples, skipped = sft_conversations(rows, seed=0)
+    assert [e["pair_id"] for e in examples] == ["item0:0-1"]
+    assert skipped == {NOT_HIGH: 1, NO_LABEL: 1, LABEL_MISMATCH: 1, NO_EXPLANATION: 1}
+
+
+def test_swap_answer_mentions():
+    assert swap_answer_mentions("Answer A is right; response B errs.") == "Answer B is right; response A errs."
+    assert swap_answer_mentions("It does answer a question.") == "It does answer a question."
