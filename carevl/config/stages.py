@@ -1,6 +1,7 @@
 """Per-stage config sections (curation, refinement, training, serving, evaluation)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -142,6 +143,24 @@ class ServeConfig(StrictModel):
     allow_remote_images: bool = Field(False, description="accept http(s) URLs and server-side paths")
     api_token_env: str | None = Field(None, description="env variable holding the bearer token; None: no auth")
     limits: ServeLimits = Field(default_factory=ServeLimits)
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> "ServeConfig":
+        if self.autoscaling_config is not None and self.num_replicas != 1:
+            raise ValueError("set either num_replicas or autoscaling_config, not both")
+        return self
+
+    def api_token(self) -> str | None:
+        """The bearer token from the environment variable named by `api_token_env` (None: no auth).
+
+        Naming a variable that is unset or empty is an error, so a service never runs open by accident.
+        """
+        if self.api_token_env is None:
+            return None
+        token = os.environ.get(self.api_token_env, "").strip()
+        if not token:
+            raise ValueError(f"serve.api_token_env names '{self.api_token_env}', which is unset or empty")
+        return token
 
 
 class EvalConfig(StrictModel):

@@ -72,6 +72,21 @@ def combine_swap(p_a_forward: float, p_a_swapped: float, tie_on_disagreement: bo
     return SwapOutcome(winner_from_probability(p_a), p_a, False)
 
 
+def combine_swap_parsed(p_a_forward: float | None, p_a_swapped: float | None,
+                        tie_on_disagreement: bool = True) -> SwapOutcome | None:
+    """`combine_swap` for explain mode, where an order may have produced no readable verdict (None).
+
+    A missing order cannot confirm the other, so the result counts as inconsistent; None when
+    neither order has a verdict.
+    """
+    if p_a_forward is None and p_a_swapped is None:
+        return None
+    if p_a_forward is not None and p_a_swapped is not None:
+        return combine_swap(p_a_forward, p_a_swapped, tie_on_disagreement)
+    p_a = p_a_forward if p_a_forward is not None else 1.0 - p_a_swapped  # type: ignore[operator]
+    return SwapOutcome("tie" if tie_on_disagreement else winner_from_probability(p_a), p_a, False)
+
+
 def _swap_winner(winner: Winner) -> Winner:
     return "tie" if winner == "tie" else swap_choice(winner)  # type: ignore[return-value]
 

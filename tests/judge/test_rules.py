@@ -98,3 +98,14 @@ def test_rank_rejects_mismatched_inputs():
         rank_from_pairwise(2, [(0, 1)], [0.3, 0.4], ["A"])
     with pytest.raises(ValueError):
         rank_from_pairwise(2, [(0, 2)], [0.3], ["A"])
+
+
+def test_combine_swap_parsed_handles_missing_verdicts():
+    from carevl.judge.rules import combine_swap_parsed
+
+    assert combine_swap_parsed(None, None) is None
+    both = combine_swap_parsed(1.0, 0.0)
+    assert both.winner == "A" and both.swap_consistent
+    only_swapped = combine_swap_parsed(None, 0.0, tie_on_disagreement=False)
+    assert only_swapped.winner == "A" and only_swapped.p_a == 1.0 and not only_swapped.swap_consistent
+    assert combine_swap_parsed(1.0, None, tie_on_disagreement=True).winner == "tie"

@@ -1,0 +1,226 @@
+"""The judge's HTTP API (FastAPI), built per replica around a `JudgeEngine`.
+
+Error contract (never a 500 for a client's mistake): malformed JSON or fields -> 422 naming the field;
+an undecodable or disallowed image -> 400; a body, image, batch or prompt over its limit -> 413;
+a missing or wrong bearer token -> 401. Overload (503) is answered by Ray Serve's proxy before the
+request reaches this app (`max_queued_requests`). Every error body is an `ErrorBody`.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from carevl.data.images import ImageError
+from carevl.judge.model import PromptTooLong
+from carevl.judge_format import VERDICT_PREFIX
+from carevl.serving.engine import JudgeEngine
+from carevl.serving.inputs import decode_request_image, image_error_status
+from carevl.serving.schemas import (
+    ErrorBody,
+    FieldLimitError,
+    Health,
+    JudgeBatchRequest,
+    JudgeBatchResult,
+    JudgeRequest,
+    JudgeResult,
+    ModelInfo,
+    RankRequest,
+    RankResult,
+    check_batch_limits,
+    check_judge_limits,
+    check_rank_limits,
+)
+
+
+class FieldError(Exception):
+    """A client error tied to one request field, answered with `status`."""
+
+    def __init__(self, status: int, error: str, field: str, message: str):
+        super().__init__(message)
+        self.status, self.error, self.field, self.message = status, error, field, message
+
+
+class AuthError(Exception):
+    pass
+
+
+def _error(status: int, error: str, message: str, field: str | None = None, detail=None,
+           headers: dict | None = None) -> JSONResponse:
+    body = ErrorBody(error=error, message=message, field=field, detail=detail)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+class BodyTooLarge(StarletteHTTPException):
+    """Raised while the body streams in; an HTTPException so FastAPI passes it through unchanged."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(status_code=413, detail=f"request body over the limit of {max_bytes} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_bytes`: at once when the declared Content-Length is too big, else as
+    soon as the streamed bytes pass the limit. (FastAPI's own `max_body_size` answers a declared
+    oversize body in plain text; this keeps every error an `ErrorBody`.)"""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            response = _error(413, "body_too_large", f"request body of {int(declared)} bytes is over the "
+                                                     f"limit of {self.max_bytes}", field="body")
+            return await response(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _field_of(error: dict) -> str:
+    if error["type"] == "json_invalid":  # loc holds a character offset, not a field
+        return "body"
+    parts = [str(p) for p in error["loc"] if p != "body"]
+    return ".".join(parts) or "body"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError):
+        errors = [{"field": _field_of(e), "message": e["msg"], "type": e["type"]} for e in exc.errors()]
+        fields = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        first = errors[0] if errors else {"field": "body", "message": "invalid request"}
+        return _error(422, "invalid_request", f"invalid field(s): {fields}: {first['message']}",
+                      field=first["field"], detail=errors)
+
+    @app.exception_handler(FieldError)
+    async def _field(_: Request, exc: FieldError):
+        return _error(exc.status, exc.error, f"{exc.field}: {exc.message}", field=exc.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        # BodyTooLarge (a streamed body over the limit), or 404/405 for unknown routes and methods.
+        if exc.status_code == 413:
+            return _error(413, "body_too_large", str(exc.detail), field="body")
+        return _error(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(AuthError)
+    async def _auth(_: Request, exc: AuthError):
+        return _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+
+def _auth_dependency(token: str | None):
+    async def check(request: Request) -> None:
+        if token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise AuthError("wrong bearer token")
+    return check
+
+
+class _Inputs:
+    """Request checks that need the config and the model: limits, image decoding, prompt length."""
+
+    def __init__(self, engine: JudgeEngine):
+        self.engine, self.settings = engine, engine.settings
+
+    async def image(self, value: str | None, field: str) -> Image.Image | None:
+        try:
+            return await asyncio.to_thread(decode_request_image, value, self.settings.limits,
+                                           self.settings.allow_remote_images)
+        except ImageError as exc:
+            raise FieldError(image_error_status(exc), exc.reason, field, str(exc)) from None
+
+    def prompt_fits(self, question: str, a: str, b: str, image, field: str) -> None:
+        try:
+            self.engine.model.check_prompt_length(question, a, b, image is not None)
+        except PromptTooLong as exc:
+            raise FieldError(413, "prompt_too_long", field, str(exc)) from None
+
+    async def judge_item(self, item: JudgeRequest, prefix: str = "") -> JudgeResult:
+        image = await self.image(item.image, prefix + "image")
+        await asyncio.to_thread(self.prompt_fits, item.question, item.response_a, item.response_b, image,
+                                prefix.rstrip(".") or "body")
+        return await self.engine.judge(item, image)
+
+
+def _limit(exc: FieldLimitError) -> FieldError:
+    return FieldError(exc.status, "too_large" if exc.status == 413 else "invalid_request", exc.field,
+                      str(exc).split(": ", 1)[-1])
+
+
+def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
+    """The FastAPI app of one replica; `api_token` None means no authentication."""
+    settings = engine.settings
+    app = FastAPI(title="CAREVL judge", version="1")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    _install_error_handlers(app)
+    inputs = _Inputs(engine)
+    auth = [Depends(_auth_dependency(api_token))]
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(model=settings.model)
+
+    @app.get("/v1/model", response_model=ModelInfo, dependencies=auth)
+    async def model_info() -> ModelInfo:
+        judge = engine.model
+        return ModelInfo(model=settings.model, model_path=judge.name, default_mode=settings.default_mode,
+                         verdict_prefix=VERDICT_PREFIX, max_batch_size=settings.max_batch_size,
+                         batch_wait_timeout_s=settings.batch_wait_timeout_s, max_new_tokens=judge.max_new_tokens,
+                         tie_on_swap_disagreement=settings.tie_on_swap_disagreement,
+                         allow_remote_images=settings.allow_remote_images, auth_required=api_token is not None,
+                         limits=settings.limits)
+
+    @app.post("/v1/judge", response_model=JudgeResult, dependencies=auth)
+    async def judge(request: JudgeRequest) -> JudgeResult:
+        try:
+            check_judge_limits(request, settings.limits)
+        except FieldLimitError as exc:
+            raise _limit(exc) from None
+        return await inputs.judge_item(request)
+
+    @app.post("/v1/judge/batch", response_model=JudgeBatchResult, dependencies=auth)
+    async def judge_batch(request: JudgeBatchRequest) -> JudgeBatchResult:
+        start = asyncio.get_running_loop().time()
+        try:
+            check_batch_limits(request, settings.limits)
+        except FieldLimitError as exc:
+            raise _limit(exc) from None
+        results = await asyncio.gather(*(inputs.judge_item(item, f"items.{n}.")
+                                         for n, item in enumerate(request.items)))
+        return JudgeBatchResult(results=list(results), model=settings.model,
+                                latency_ms=(asyncio.get_running_loop().time() - start) * 1000.0)
+
+    @app.post("/v1/rank", response_model=RankResult, dependencies=auth)
+    async def rank(request: RankRequest) -> RankResult:
+        try:
+            check_rank_limits(request, settings.limits)
+        except FieldLimitError as exc:
+            raise _limit(exc) from None
+        image = await inputs.image(request.image, "image")
+        longest = sorted(range(len(request.candidates)), key=lambda n: -len(request.candidates[n]))[:2]
+        await asyncio.to_thread(inputs.prompt_fits, request.question, request.candidates[longest[0]],
+                                request.candidates[longest[1]], image, "candidates")
+        return await engine.rank(request, image)
+
+    return app
