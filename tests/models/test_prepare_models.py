@@ -1,0 +1,25 @@
+"""The prepare_models job prints exactly one ROLE<TAB>FOLDER line per role on stdout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from carevl.models.tiny import is_built
+from ray_jobs import prepare_models
+
+
+def test_job_builds_config_roles_plus_extras(model_cache, capsys):
+    folders = prepare_models.main(["--set", f"paths.model_cache={model_cache}", "--roles", "vlm_micro"])
+    lines = capsys.readouterr().out.splitlines()
+    expected = ["vlm", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer", "vlm_micro"]
+    assert [line.split("\t")[0] for line in lines] == expected
+    for line in lines:
+        role, folder = line.split("\t")
+        assert is_built(Path(folder), role) and folders[role] == Path(folder)
+
+
+def test_job_rejects_an_unknown_role(model_cache, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        prepare_models.main(["--set", f"paths.model_cache={model_cache}", "--roles", "rm_bogus"])
+    assert exit_info.value.code == 2 and "rm_bogus" in capsys.readouterr().err
