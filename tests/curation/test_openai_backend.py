@@ -1,0 +1,161 @@
+"""The OpenAI-compatible client against a real HTTP server on 127.0.0.1 (uvicorn in a thread)."""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image
+
+from carevl.config import ModelSpec
+from carevl.curation.openai_backend import OpenAIChatClient, OpenAIGenerator, RequestCache, openai_messages
+from carevl.judge_format import judge_messages
+
+SECRET = "sk-test-secret-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FakeProvider:
+    """A chat-completions server whose behaviour is chosen by a marker in the last user text."""
+
+    def __init__(self):
+        self.calls: dict[str, int] = {}
+        self.auth: list[str | None] = []
+        self.bodies: list[dict] = []
+        self.app = FastAPI()
+        self.app.post("/v1/chat/completions")(self.handle)
+
+    async def handle(self, request: Request):
+        body = await request.json()
+        self.bodies.append(body)
+        self.auth.append(request.headers.get("authorization"))
+        text = json.dumps(body["messages"][-1]["content"])
+        mode = next((m for m in ("flaky", "bad_request", "always_500", "slow", "empty") if m in text), "ok")
+        n = self.calls[text] = self.calls.get(text, 0) + 1
+        if mode == "flaky" and n == 1:
+            return JSONResponse({"error": "rate limited"}, status_code=429, headers={"retry-after": "0"})
+        if mode == "flaky" and n == 2:
+            return JSONResponse({"error": "boom"}, status_code=500)
+        if mode == "bad_request":
+            return JSONResponse({"error": "bad"}, status_code=400)
+        if mode == "always_500":
+            return JSONResponse({"error": "down"}, status_code=503)
+        if mode == "slow" and n == 1:
+            import asyncio
+            await asyncio.sleep(1.0)
+        if mode == "empty":
+            return JSONResponse({"choices": []})
+        return JSONResponse({"choices": [{"message": {"role": "assistant",
+                                                      "content": f"Verdict: A\nExplanation: call {n}"}}]})
+
+
+@pytest.fixture(scope="module")
+def provider():
+    fake = FakeProvider()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    fake.endpoint = f"http://127.0.0.1:{port}/v1"
+    yield fake
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def _body(marker: str) -> dict:
+    return {"model": "judge", "messages": [{"role": "user", "content": f"compare {marker}"}], "temperature": 0}
+
+
+def _client(provider, tmp_path, **kw) -> OpenAIChatClient:
+    settings = dict(max_concurrency=4, max_retries=3, timeout_s=5.0, backoff_s=0.01)
+    settings.update(kw)
+    return OpenAIChatClient(provider.endpoint, SECRET, cache=RequestCache(tmp_path / "cache"), **settings)
+
+
+def test_retries_429_and_500_then_succeeds_and_caches(provider, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    client = _client(provider, tmp_path)
+    [result] = client.complete([_body("flaky-1")])
+    assert result.text == "Verdict: A\nExplanation: call 3" and result.attempts == 3 and not result.cached
+    # A second run is served from the cache: the server sees no new call.
+    calls_before = sum(provider.calls.values())
+    [again] = _client(provider, tmp_path).complete([_body("flaky-1")])
+    assert again.cached and again.text == result.text
+    assert sum(provider.calls.values()) == calls_before
+    # The key went out in the header only: not in logs, not in the cache, not in the client's repr.
+    assert f"Bearer {SECRET}" in provider.auth
+    assert SECRET not in caplog.text and SECRET not in repr(client)
+    assert all(SECRET not in p.read_text() for p in (tmp_path / "cache").rglob("*.json"))
+
+
+def test_client_errors_are_not_retried_and_not_cached(provider, tmp_path):
+    [result] = _client(provider, tmp_path).complete([_body("bad_request-1")])
+    assert result.text is None and result.error == "HTTP 400" and result.attempts == 1
+    assert not list((tmp_path / "cache").rglob("*.json"))
+
+
+def test_gives_up_after_max_retries(provider, tmp_path):
+    [result] = _client(provider, tmp_path, max_retries=2).complete([_body("always_500-1")])
+    assert result.text is None and "after 3 attempts" in result.error
+    assert provider.calls[json.dumps("compare always_500-1")] == 3
+
+
+def test_timeout_is_retried(provider, tmp_path):
+    [result] = _client(provider, tmp_path, timeout_s=0.3).complete([_body("slow-1")])
+    assert result.text is not None and result.attempts == 2
+
+
+def test_malformed_success_is_an_error(provider, tmp_path):
+    [result] = _client(provider, tmp_path).complete([_body("empty-1")])
+    assert result.text is None and "choices" in result.error
+
+
+def test_many_requests_keep_their_order(provider, tmp_path):
+    bodies = [_body(f"order-{i}") for i in range(20)]
+    results = _client(provider, tmp_path, max_concurrency=3).complete(bodies)
+    assert [r.text for r in results] == ["Verdict: A\nExplanation: call 1"] * 20
+    assert len(results) == 20
+
+
+def test_generator_sends_the_image_as_a_data_url(provider, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAREVL_TEST_KEY", SECRET)
+    spec = ModelSpec(path="gpt-judge", kind="vlm", backend="openai", endpoint=provider.endpoint,
+                     api_key_env="CAREVL_TEST_KEY")
+    gen = OpenAIGenerator(spec, tmp_path / "cache", max_retries=1, backoff_s=0.01)
+    image = Image.new("RGB", (8, 8), (255, 0, 0))
+    out = gen.generate([judge_messages("q gen", "x", "y")], [image], temperature=0.0, max_new_tokens=32)
+    assert out == [["Verdict: A\nExplanation: call 1"]]
+    sent = provider.bodies[-1]
+    parts = sent["messages"][1]["content"]
+    assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert sent["model"] == "gpt-judge" and sent["max_tokens"] == 32
+
+
+def test_generator_refuses_a_missing_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("CAREVL_MISSING_KEY", raising=False)
+    spec = ModelSpec(path="m", kind="vlm", backend="openai", endpoint="http://127.0.0.1:9/v1",
+                     api_key_env="CAREVL_MISSING_KEY")
+    with pytest.raises(ValueError, match="CAREVL_MISSING_KEY"):
+        OpenAIGenerator(spec, tmp_path)
+
+
+def test_openai_messages_requires_an_image_for_image_parts():
+    with pytest.raises(ValueError, match="no image"):
+        openai_messages(judge_messages("q", "a", "b"), None)
+    text_only = openai_messages(judge_messages("q", "a", "b", with_image=False), None)
+    assert text_only[1]["content"][0]["type"] == "text"
