@@ -31,6 +31,9 @@ def _grouped_bars(ax, groups: list[str], series: dict[str, list[float | None]], 
         for bar, v in zip(bars, values):
             if v is None:
                 bar.set_visible(False)
+            if name == THIS_JUDGE:  # print the judge's own numbers, so a zero bar is still readable
+                ax.annotate("n/a" if v is None else f"{v:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups, rotation=30 if len(groups) > 5 else 0, ha="right" if len(groups) > 5 else "center")
     ax.set_ylim(0, 1.05)
@@ -55,29 +58,26 @@ def accuracy_chart(report: dict[str, Any], reference: list[dict[str, Any]], ref_
                    path: str | Path) -> Path:
     """Per-category accuracy of this judge beside published reference models."""
     benchmark, metrics = report["benchmark"], report["metrics"]
-    if benchmark == "pairwise":
+    if benchmark in ("pairwise", "synthetic"):
         fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), sharey=True)
         for ax, setting in zip(axes, ("with_tie", "without_tie")):
             block = metrics[setting]
             groups = [*block["per_category"], "average"]
             series = {THIS_JUDGE: [*block["per_category"].values(), block["average"]]}
-            series.update(_reference_series(reference, "mllm_as_a_judge", setting, ref_models, groups))
+            if benchmark == "pairwise":  # published numbers exist only for MLLM-as-a-Judge's categories
+                series.update(_reference_series(reference, "mllm_as_a_judge", setting, ref_models, groups))
+            note = "paper Table 2 references" if benchmark == "pairwise" else "no published reference"
             _grouped_bars(ax, groups, series, "accuracy")
-            ax.set_title(f"Pair {setting.replace('_', ' ')} (paper Table 2 references)")
+            ax.set_title(f"{benchmark}: pair {setting.replace('_', ' ')} ({note})", fontsize=10)
         axes[0].legend(fontsize=8, loc="upper left")
     else:
         fig, ax = plt.subplots(figsize=(10, 4.8))
-        if benchmark == "vl_rewardbench":
-            groups = [*VL_REWARDBENCH_CATEGORIES, "overall", "macro"]
-            series = {THIS_JUDGE: [metrics[g] for g in groups]}
-            series.update(_reference_series(reference, benchmark, "", ref_models, groups))
-            title = "VL-RewardBench accuracy (references: paper Table 1)"
-            if report.get("text_only"):
-                title += "\ntext-only run: the judge saw no images, not comparable to the references"
-        else:
-            groups = [*metrics["per_category"], "overall", "macro"]
-            series = {THIS_JUDGE: [*metrics["per_category"].values(), metrics["overall"], metrics["macro"]]}
-            title = f"{benchmark} accuracy (no published reference)"
+        groups = [*VL_REWARDBENCH_CATEGORIES, "overall", "macro"]
+        series = {THIS_JUDGE: [metrics[g] for g in groups]}
+        series.update(_reference_series(reference, benchmark, "", ref_models, groups))
+        title = "VL-RewardBench accuracy (references: paper Table 1)"
+        if report.get("text_only"):
+            title += "\ntext-only run: the judge saw no images, not comparable to the references"
         _grouped_bars(ax, groups, series, "accuracy")
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))

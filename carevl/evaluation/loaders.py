@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -19,6 +20,7 @@ from typing import Any, Iterable
 import pyarrow.parquet as pq
 
 LABELS = ("A", "B", "tie")
+_IMAGE_PLACEHOLDER = re.compile(r"[ \t]*<image>[ \t]*\n?")
 VL_REWARDBENCH_CATEGORIES = ("general", "hallucination", "reasoning")
 
 # Id prefixes -> category, the benchmark's own rule (see shared/data/vl_rewardbench/SOURCE.md).
@@ -95,6 +97,13 @@ def _resolve_image_path(ref: str | None, base_dir: Path | None) -> str | None:
     return str(path if path.is_absolute() else base_dir / path)
 
 
+def strip_image_placeholder(text: str) -> str:
+    """Drop the `<image>` markers some source datasets leave in the question text (449 VL-RewardBench
+    queries). The judge prompt places the image itself; a literal marker would be read as a second
+    image slot by LLaVA-style processors, and means nothing in text-only mode."""
+    return _IMAGE_PLACEHOLDER.sub("", text).strip()
+
+
 def _vlrb_item(row: dict[str, Any], images_dir: Path | None) -> dict[str, Any]:
     """One VL-RewardBench row -> item. Raises ValueError naming the broken field."""
     responses, ranking = row.get("response"), row.get("human_ranking")
@@ -122,7 +131,7 @@ def _vlrb_item(row: dict[str, Any], images_dir: Path | None) -> dict[str, Any]:
     return {
         "id": str(row["id"]),
         "category": vl_rewardbench_category(str(row["id"])),
-        "question": row["query"],
+        "question": strip_image_placeholder(row["query"]),
         "response_a": str(responses[0]),
         "response_b": str(responses[1]),
         "label": label,

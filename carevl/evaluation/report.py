@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from carevl.evaluation import bias
-from carevl.evaluation.judgements import STATUS_ERROR, STATUS_NO_PREFERENCE, STATUS_UNPARSEABLE
+from carevl.evaluation.judgements import STATUS_NO_PREFERENCE, STATUS_OK, STATUS_UNPARSEABLE
 from carevl.evaluation.loaders import VL_REWARDBENCH_CATEGORIES
-from carevl.evaluation.metrics import accuracy_summary, pairwise_metrics, per_run_spread, vl_rewardbench_metrics
+from carevl.evaluation.metrics import pairwise_metrics, per_run_spread, vl_rewardbench_metrics
 
 REFERENCE_CSV = Path(__file__).with_name("reference_scores.csv")
 BENCHMARKS = ("vl_rewardbench", "pairwise", "synthetic")
+# Statuses with a judge answer; every other status is a reason the judge could not answer (an error).
+_SCORED_STATUSES = (STATUS_OK, STATUS_UNPARSEABLE, STATUS_NO_PREFERENCE)
 
 
 class PredictionStore:
@@ -84,11 +86,13 @@ def benchmark_metrics(benchmark: str, records: list[dict[str, Any]]) -> dict[str
     ids, cats = _column(records, "id"), _column(records, "category")
     if benchmark == "vl_rewardbench":
         return vl_rewardbench_metrics(ids, cats, _column(records, "correct"))
-    if benchmark == "pairwise":
-        return pairwise_metrics(ids, cats, _column(records, "label"), _column(records, "tie_prediction"),
-                                _column(records, "verdict"))
-    summary = accuracy_summary(ids, cats, _column(records, "correct"))
-    return {"per_category": summary["per_category"], "overall": summary["overall"], "macro": summary["macro"]}
+    metrics = pairwise_metrics(ids, cats, _column(records, "label"), _column(records, "tie_prediction"),
+                               _column(records, "verdict"))
+    if benchmark == "synthetic":
+        # Headline numbers for held-out synthetic pairs: the plain A/B accuracy on pairs with a preference.
+        metrics["overall"] = metrics["without_tie"]["overall"]
+        metrics["macro"] = metrics["without_tie"]["average"]
+    return metrics
 
 
 def bias_report(records: list[dict[str, Any]], length_edges: list[int]) -> dict[str, Any]:
@@ -122,7 +126,8 @@ def build_report(benchmark: str, records: list[dict[str, Any]], meta: dict[str, 
             "items_per_category": dict(sorted(items_per_category.items())),
             "quarantined": len(quarantine),
             "unparseable": statuses.get(STATUS_UNPARSEABLE, 0),
-            "errors": statuses.get(STATUS_ERROR, 0),
+            "errors": sum(n for s, n in statuses.items() if s not in _SCORED_STATUSES),
+            "error_reasons": {s: n for s, n in sorted(statuses.items()) if s not in _SCORED_STATUSES},
             "no_preference": statuses.get(STATUS_NO_PREFERENCE, 0),
         },
         "metrics": benchmark_metrics(benchmark, records),
@@ -170,8 +175,10 @@ def _metric_tables(report: dict[str, Any], reference: list[dict[str, Any]], ref_
                  if any((m, c) in ref for c in cols)]
         return ["Accuracy in percent (paper Table 1 layout); reference rows are the paper's published numbers.",
                 "", *_table(["model", *cols], rows)]
-    if benchmark == "pairwise":
-        lines = []
+    if benchmark in ("pairwise", "synthetic"):
+        lines = [] if benchmark == "pairwise" else [
+            f"Headline (pairs with a preference, A/B verdict): overall {_fmt(metrics['overall'], False)}, "
+            f"macro {_fmt(metrics['macro'], False)}", ""]
         for setting in ("with_tie", "without_tie"):
             block = metrics[setting]
             cats = list(block["per_category"])
@@ -183,10 +190,7 @@ def _metric_tables(report: dict[str, Any], reference: list[dict[str, Any]], ref_
                 ["items", *(str(block["n_items"][c]) for c in cats), "", str(block["n_items_total"])]])
             lines.append("")
         return lines
-    cats = list(metrics["per_category"])
-    return _table(["", *cats, "overall", "macro"], [
-        ["accuracy", *(_fmt(metrics["per_category"][c], False) for c in cats),
-         _fmt(metrics["overall"], False), _fmt(metrics["macro"], False)]])
+    raise ValueError(f"unknown benchmark {benchmark!r}")
 
 
 def _bias_lines(b: dict[str, Any]) -> list[str]:
@@ -215,8 +219,8 @@ def render_markdown(report: dict[str, Any], reference: list[dict[str, Any]], ref
              f"judgement(s) per item, seed {report.get('seed')}",
              f"- items: {c['items']} ({', '.join(f'{k} {v}' for k, v in c['items_per_category'].items())}), "
              f"judgements: {c['judgements']}, quarantined rows: {c['quarantined']}",
-             f"- unparseable verdicts: {c['unparseable']}, judge errors: {c['errors']}, no preference: "
-             f"{c['no_preference']} (all counted as wrong)",
+             f"- unparseable verdicts: {c['unparseable']}, judge errors: {c['errors']} "
+             f"{c['error_reasons'] or ''}, no preference: {c['no_preference']} (all counted as wrong)",
              f"- overall accuracy per run: mean {_fmt(runs['mean'], False)}, std {_fmt(runs['std'], False)}"]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
     lines += ["", "## Accuracy", "", *_metric_tables(report, reference, ref_models), "",

@@ -13,6 +13,7 @@ from carevl.evaluation.loaders import (
     image_as_data_url,
     load_pairwise,
     load_vl_rewardbench,
+    strip_image_placeholder,
     vl_rewardbench_category,
 )
 
@@ -32,6 +33,14 @@ def test_vl_rewardbench_real_file_counts():
     assert Counter(it["label"] for it in loaded.items) == {"A": 1245, "B": 5}
     # Some ids name two different pairs; each becomes its own item with a unique id.
     assert len({it["id"] for it in loaded.items}) == 1250
+    # The source datasets' "<image>" markers are dropped from the questions (the prompt places the image).
+    assert not any("<image>" in it["question"] for it in loaded.items)
+
+
+def test_strip_image_placeholder():
+    assert strip_image_placeholder("<image>\nHow many cats?") == "How many cats?"
+    assert strip_image_placeholder("What is shown?\n<image>") == "What is shown?"
+    assert strip_image_placeholder("Options: <image 2> or <image 3>") == "Options: <image 2> or <image 3>"
 
 
 def test_vl_rewardbench_category_rule():
