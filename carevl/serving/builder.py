@@ -7,11 +7,12 @@ batch jobs and the service.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from carevl.config import CarevlConfig, ModelSpec, load_config
+from carevl.config import REPO_ROOT, CarevlConfig, ModelSpec, load_config
 from carevl.config.stages import ServeConfig
 
 DEPLOYMENT_NAME = "JudgeService"
@@ -34,9 +35,17 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _config_path(path: str | None) -> Path | None:
+    """A relative config path is read from the working directory, else from the repository root
+    (so `configs/tiny.yaml` works wherever `serve run` / `serve deploy` builds the app)."""
+    if path is None or Path(path).is_absolute() or Path(path).exists():
+        return Path(path) if path else None
+    return REPO_ROOT / path
+
+
 def resolve_settings(args: JudgeAppArgs) -> tuple[ServeConfig, CarevlConfig]:
     """The effective service settings: the config's `serve` section updated by the args given."""
-    config = load_config(args.config, args.overrides)
+    config = load_config(_config_path(args.config), args.overrides)
     given = args.model_dump(exclude_unset=True, exclude={"config", "overrides"})
     settings = ServeConfig.model_validate(_deep_merge(config.serve.model_dump(), given))
     return settings, config
