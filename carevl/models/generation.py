@@ -21,7 +21,8 @@ class _ChatGenerator:
     """Shared batching, sampling and scoring; subclasses turn conversations into model inputs."""
 
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: object  # decodes outputs and encodes candidates
+    chat: object  # renders conversations: the processor for a VLM, the tokenizer for a text LM
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -31,7 +32,7 @@ class _ChatGenerator:
         raise NotImplementedError
 
     def _prompts(self, messages: list[list[dict]], assistant_prefix: str) -> list[str]:
-        return [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + assistant_prefix
+        return [self.chat.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + assistant_prefix
                 for m in messages]
 
     def _batches(self, messages, images, assistant_prefix: str = ""):
@@ -108,11 +109,7 @@ class VLMGenerator(_ChatGenerator):
     def __init__(self, spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None) -> None:
         super().__init__(spec)
         self.model, self.processor = load_vlm(spec, model_cache, device=device)
-        self.tokenizer = self.processor.tokenizer
-
-    def _prompts(self, messages, assistant_prefix):
-        return [self.processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + assistant_prefix
-                for m in messages]
+        self.tokenizer, self.chat = self.processor.tokenizer, self.processor
 
     def _encode(self, texts, images):
         pil = []
@@ -144,6 +141,7 @@ class TextGenerator(_ChatGenerator):
     def __init__(self, spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None) -> None:
         super().__init__(spec)
         self.model, self.tokenizer = load_causal_lm(spec, model_cache, device=device)
+        self.chat = self.tokenizer
 
     def _encode(self, texts, images):
         return self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)

@@ -67,14 +67,14 @@ def test_prompt_longer_than_max_length_is_an_error(micro):
         micro.generate([_ask("word " * 600, False)], [None], temperature=0.0, max_new_tokens=2)
 
 
-def test_score_next_token_gives_batch_consistent_log_probs(vlm, shape_image):
+def test_score_next_token_gives_batch_consistent_log_probs(micro, shape_image):
     messages = [judge_format.judge_messages("What colour is the circle?", "Red.", "Blue, and there is a cat."),
                 judge_format.judge_messages("Hi?", "Yes.", "No.", with_image=False)]
     images = [shape_image, None]
-    scores = vlm.score_next_token(messages, images, [" A", " B"], assistant_prefix=judge_format.VERDICT_PREFIX)
+    scores = micro.score_next_token(messages, images, [" A", " B"], assistant_prefix=judge_format.VERDICT_PREFIX)
     assert scores.shape == (2, 2) and np.isfinite(scores).all() and (scores <= 0).all()
     assert not np.allclose(scores[:, 0], scores[:, 1])
-    alone = vlm.score_next_token(messages[1:], images[1:], [" A", " B"], judge_format.VERDICT_PREFIX)
+    alone = micro.score_next_token(messages[1:], images[1:], [" A", " B"], judge_format.VERDICT_PREFIX)
     np.testing.assert_allclose(scores[1:], alone, atol=1e-4)  # left padding does not shift the read position
 
 
@@ -83,9 +83,12 @@ def test_candidates_must_start_with_distinct_tokens(vlm):
         vlm.score_next_token([_ask("Pick", False)], [None], [" A", " A"])
 
 
-def test_real_vlm_generates_english_for_an_image_prompt(vlm, shape_image):
+def test_real_vlm_generates_and_scores_a_judge_prompt(vlm, shape_image):
     out = vlm.generate([_ask("What do you see?", True)], [shape_image], temperature=0.0, max_new_tokens=8)
     assert any(ch.isalpha() for ch in out[0][0])
+    messages = [judge_format.judge_messages("What colour is the circle?", "Red.", "Blue.")]
+    scores = vlm.score_next_token(messages, [shape_image], [" A", " B"], judge_format.VERDICT_PREFIX)
+    assert scores.shape == (1, 2) and np.isfinite(scores).all()
 
 
 def test_text_generator_answers_and_scores(scorer):
