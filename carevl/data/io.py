@@ -310,23 +310,31 @@ def read_table(uri: str, format: Format | None = None, *, schema: pa.Schema | No
 
 # ------------------------------------------------------------------------------------------- writers
 
-def _write_file(table: pa.Table, fs: pafs.FileSystem, path: str, fmt: Format) -> None:
-    if fmt == "parquet":
-        with fs.open_output_stream(path) as out:
-            pq.write_table(table, out)
-        return
+def _write_stream(batches: Iterable[pa.RecordBatch | pa.Table], schema: pa.Schema, fs: pafs.FileSystem,
+                  path: str, fmt: Format) -> int:
+    rows = 0
     with fs.open_output_stream(path) as out:
-        for batch in table.to_batches(max_chunksize=1024):
-            text = "".join(row_to_json(r) + "\n" for r in batch.to_pylist())
-            out.write(text.encode("utf-8"))
+        if fmt == "parquet":
+            with pq.ParquetWriter(out, schema) as writer:
+                for batch in batches:     # each batch becomes (at least) one row group
+                    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+                    writer.write_table(table)
+                    rows += table.num_rows
+            return rows
+        for batch in batches:
+            for chunk in (batch.to_batches(max_chunksize=1024) if isinstance(batch, pa.Table) else [batch]):
+                out.write("".join(row_to_json(r) + "\n" for r in chunk.to_pylist()).encode("utf-8"))
+                rows += chunk.num_rows
+    return rows
 
 
-def write_table(table: pa.Table, uri: str, format: Format | None = None, *,
-                filesystem: pafs.FileSystem | None = None) -> str:
-    """Write one file atomically: under a hidden temporary name in the same folder, then renamed.
+def write_batches(batches: Iterable[pa.RecordBatch | pa.Table], uri: str, schema: pa.Schema,
+                  format: Format | None = None, *, filesystem: pafs.FileSystem | None = None) -> int:
+    """Stream batches into one file, published atomically: written under a hidden temporary name in the
+    same folder, then renamed. Only one batch is held at a time. Returns the number of rows.
 
-    Returns `uri`. Parent folders are created. On object stores the rename is a copy; readers skip
-    hidden names either way, so a killed write never shows up as data.
+    Parent folders are created. On object stores the rename is a copy; readers skip hidden names
+    either way, so a killed write never shows up as data.
     """
     fmt = format or detect_format(uri)
     fs, path = resolve(uri, filesystem)
@@ -334,7 +342,7 @@ def write_table(table: pa.Table, uri: str, format: Format | None = None, *,
     fs.create_dir(parent, recursive=True)
     tmp = posixpath.join(parent, f".{name}.tmp-{uuid.uuid4().hex}")
     try:
-        _write_file(table, fs, tmp, fmt)
+        rows = _write_stream(batches, schema, fs, tmp, fmt)
         fs.move(tmp, path)
     except BaseException:
         try:
@@ -342,6 +350,13 @@ def write_table(table: pa.Table, uri: str, format: Format | None = None, *,
         except OSError:
             pass
         raise
+    return rows
+
+
+def write_table(table: pa.Table, uri: str, format: Format | None = None, *,
+                filesystem: pafs.FileSystem | None = None) -> str:
+    """Write one table as one file, atomically (see `write_batches`); returns `uri`."""
+    write_batches([table], uri, table.schema, format, filesystem=filesystem)
     return uri
 
 

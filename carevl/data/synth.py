@@ -19,6 +19,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 from PIL import Image, ImageDraw
 
@@ -38,6 +39,7 @@ MODEL_NAMES = ("synth-vlm-small", "synth-vlm-base", "synth-vlm-large", "synth-vl
 GRID = 4                                     # cells per side; columns 0-1 are "left", 2-3 "right"
 MAX_SHAPES = 6
 MANIFEST = "_synth.json"
+CHUNK_ROWS = 500          # items generated and held in memory at once (one Parquet row group)
 
 _OPENERS = (
     "Let me study the picture carefully before I answer.",
@@ -382,6 +384,13 @@ def iter_items(n_items: int, seed: int, spec: SynthSpec = SynthSpec(), start: in
         yield make_item(seed, index, spec)
 
 
+def _item_chunks(start: int, count: int, seed: int, spec: SynthSpec, chunk: int) -> Iterator[pa.Table]:
+    """Items [start, start+count) as tables of at most `chunk` rows, generated lazily."""
+    for offset in range(start, start + count, chunk):
+        yield dio.rows_to_table(list(iter_items(min(chunk, start + count - offset), seed, spec, offset)),
+                                ITEM_SCHEMA)
+
+
 @dataclass
 class SynthResult:
     output: str
@@ -409,12 +418,13 @@ def _check_manifest(fs: pafs.FileSystem, root: str, manifest: dict) -> None:
 
 def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = SynthSpec(),
                       format: dio.Format = "parquet", shard_size: int = 10_000,
-                      filesystem: pafs.FileSystem | None = None) -> SynthResult:
-    """Generate and write `n_items` items as part files of `shard_size` rows, one shard in memory at a
-    time. Shard k holds items [k*shard_size, (k+1)*shard_size); a shard already on disk is kept, so a
+                      filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS) -> SynthResult:
+    """Generate and write `n_items` items as part files of `shard_size` rows. Memory is bounded by
+    CHUNK_ROWS items, whatever the shard size or item count: each shard is streamed to its file one
+    chunk (row group) at a time. Shard k holds items [k*shard_size, (k+1)*shard_size); a shard already on disk is kept, so a
     killed run re-run with the same arguments finishes without duplicating or losing items."""
-    if n_items < 0 or shard_size < 1:
-        raise ValueError("need n_items >= 0 and shard_size >= 1")
+    if n_items < 0 or shard_size < 1 or chunk_rows < 1:
+        raise ValueError("need n_items >= 0, shard_size >= 1 and chunk_rows >= 1")
     fs, root = dio.resolve(output, filesystem)
     manifest = {"items": n_items, "seed": seed, "format": format, "shard_size": shard_size,
                 "spec": json.loads(json.dumps(asdict(spec)))}
@@ -425,9 +435,8 @@ def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = Sy
         uri = dio.join(output, dio.shard_name(shard, format))
         start = shard * shard_size
         if not dio.file_exists(uri, filesystem):
-            rows = list(iter_items(min(shard_size, n_items - start), seed, spec, start))
-            dio.write_table(dio.rows_to_table(rows, ITEM_SCHEMA), uri, format, filesystem=filesystem)
-            del rows
+            chunks = _item_chunks(start, min(shard_size, n_items - start), seed, spec, chunk_rows)
+            dio.write_batches(chunks, uri, ITEM_SCHEMA, format, filesystem=filesystem)
         else:
             result.skipped_shards += 1
         result.files.append(uri)

@@ -103,16 +103,25 @@ def test_listing_skips_temp_files_and_rejects_mixed(tmp_path):
         dio.list_data_files(str(tmp_path / "nope"))
 
 
-def test_killed_write_leaves_no_visible_file(tmp_path, monkeypatch):
-    def boom(*args, **kwargs):
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_killed_write_leaves_no_visible_file(tmp_path, fmt):
+    def batches():
+        yield pa.Table.from_pylist(_rows(2), schema=ITEM_SCHEMA)
         raise KeyboardInterrupt("killed mid-write")
 
-    monkeypatch.setattr(dio.pq, "write_table", boom)
-    target = tmp_path / "out" / "part-00000.parquet"
+    target = tmp_path / "out" / f"part-00000.{fmt}"
     with pytest.raises(KeyboardInterrupt):
-        dio.write_table(pa.Table.from_pylist(_rows(2), schema=ITEM_SCHEMA), str(target))
+        dio.write_batches(batches(), str(target), ITEM_SCHEMA)
     assert not target.exists()
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_write_batches_streams_into_row_groups(tmp_path):
+    path = str(tmp_path / "x.parquet")
+    chunks = (pa.Table.from_pylist(_rows(30)[i:i + 7], schema=ITEM_SCHEMA) for i in range(0, 30, 7))
+    assert dio.write_batches(chunks, path, ITEM_SCHEMA) == 30
+    assert dio.pq.ParquetFile(path).num_row_groups == 5
+    assert dio.read_table(path).to_pylist() == _rows(30)
 
 
 def test_sharded_writer_holds_at_most_one_shard(tmp_path):

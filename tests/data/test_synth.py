@@ -172,13 +172,30 @@ def test_resume_rewrites_only_missing_shards(tmp_path):
         synth.write_synth_items(str(out), 25, seed=4, shard_size=10)
 
 
-def test_writer_holds_one_shard_at_a_time(tmp_path, monkeypatch):
-    """By structure: every table handed to the file writer is one shard, built right before writing."""
-    sizes = []
-    real = dio.write_table
-    monkeypatch.setattr(dio, "write_table", lambda table, *a, **k: (sizes.append(table.num_rows), real(table, *a, **k))[1])
-    synth.write_synth_items(str(tmp_path), 45, seed=0, shard_size=10)
-    assert sizes == [10, 10, 10, 10, 5]
+def test_writer_holds_one_chunk_at_a_time(tmp_path, monkeypatch):
+    """By structure: rows reach the file writer as a lazy stream of chunks of at most `chunk_rows` items,
+    and the next chunk is generated only after the previous one was written."""
+    events = []
+    real_rows_to_table = dio.rows_to_table
+    real_stream = dio._write_stream
+
+    def rows_to_table(rows, schema):
+        events.append(("made", len(rows)))
+        return real_rows_to_table(rows, schema)
+
+    def write_stream(batches, schema, fs, path, fmt):
+        def spy():
+            for batch in batches:
+                yield batch
+                events.append(("written", batch.num_rows))
+        return real_stream(spy(), schema, fs, path, fmt)
+
+    monkeypatch.setattr(dio, "rows_to_table", rows_to_table)
+    monkeypatch.setattr(dio, "_write_stream", write_stream)
+    synth.write_synth_items(str(tmp_path), 15, seed=0, shard_size=10, chunk_rows=4)
+    assert [n for kind, n in events if kind == "made"] == [4, 4, 2, 4, 1]
+    # Strict alternation: never two chunks alive before one is written.
+    assert [kind for kind, _ in events] == ["made", "written"] * 5
 
 
 def test_eval_pairs():
