@@ -192,21 +192,28 @@ def row_to_json(row: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------- readers
 
-def _iter_lines(fs: pafs.FileSystem, path: str) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, line bytes) without reading the whole file into memory."""
-    line_no, tail = 0, b""
-    with fs.open_input_stream(path) as stream:
-        while True:
+def iter_lines(fs: pafs.FileSystem, path: str, start: int = 0,
+               stop: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line without newline) for each line of a file that begins in [start, stop),
+    streamed in chunks. `start` must be 0 or the offset of a line start (e.g. one yielded earlier),
+    which lets a job split a large JSONL file into byte ranges and resume from one."""
+    offset, tail = start, b""
+    with fs.open_input_file(path) as stream:
+        if start:
+            stream.seek(start)
+        while stop is None or offset < stop:
             chunk = stream.read(_READ_CHUNK)
             if not chunk:
                 break
-            lines = (tail + chunk).split(b"\n")
-            tail = lines.pop()
-            for line in lines:
-                line_no += 1
-                yield line_no, line
-    if tail:
-        yield line_no + 1, tail
+            parts = (tail + chunk).split(b"\n")
+            tail = parts.pop()
+            for line in parts:
+                if stop is not None and offset >= stop:
+                    return
+                yield offset, line
+                offset += len(line) + 1
+    if tail and (stop is None or offset < stop):
+        yield offset, tail
 
 
 def iter_jsonl_rows(uri: str, *, filesystem: pafs.FileSystem | None = None,
@@ -219,7 +226,7 @@ def iter_jsonl_rows(uri: str, *, filesystem: pafs.FileSystem | None = None,
     """
     for file in list_data_files(uri, "jsonl", filesystem):
         fs, path = resolve(file, filesystem)
-        for line_no, raw in _iter_lines(fs, path):
+        for line_no, (_, raw) in enumerate(iter_lines(fs, path), start=1):
             if not raw.strip():
                 continue
             try:

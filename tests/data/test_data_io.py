@@ -82,6 +82,18 @@ def test_long_jsonl_streams_across_read_chunks(tmp_path, monkeypatch):
     assert dio.read_table(path, schema=ITEM_SCHEMA).to_pylist() == _rows(30)
 
 
+def test_iter_lines_byte_ranges(tmp_path, monkeypatch):
+    monkeypatch.setattr(dio, "_READ_CHUNK", 5)
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"alpha\nbe\n\ngamma-long-line\nend")    # no trailing newline
+    fs, p = dio.resolve(str(path))
+    lines = list(dio.iter_lines(fs, p))
+    assert lines == [(0, b"alpha"), (6, b"be"), (9, b""), (10, b"gamma-long-line"), (26, b"end")]
+    # Ranges split at any offsets cover every line exactly once.
+    assert list(dio.iter_lines(fs, p, 0, 10)) + list(dio.iter_lines(fs, p, 10, None)) == lines
+    assert list(dio.iter_lines(fs, p, 10, 27)) == lines[3:]
+
+
 def test_parquet_conform_adds_missing_columns(tmp_path):
     path = str(tmp_path / "few.parquet")
     dio.write_table(pa.table({"question": ["q"], "item_id": ["1"]}), path)
