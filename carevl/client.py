@@ -76,6 +76,16 @@ class _Base:
         self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
+    def _settle(self, response: httpx.Response | None, model: type[T], attempt: int) -> T | None:
+        """The typed result, or None to try again; raises JudgeAPIError when the answer is final."""
+        if response is None:  # a transport error that may still be retried
+            return None
+        if response.status_code < 400:
+            return model.model_validate(response.json())
+        if response.status_code in RETRY_STATUSES and attempt < self.retries:
+            return None
+        raise _error_from(response)
+
     @staticmethod
     def _judge_body(question: str, response_a: str, response_b: str, image, mode: str | None,
                     swap_check: bool) -> dict[str, Any]:
@@ -106,13 +116,12 @@ class JudgeClient(_Base):
             response = None
             try:
                 response = self._http.request(method, path, json=body)
-                if response.status_code < 400:
-                    return model.model_validate(response.json())
-                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
-                    raise _error_from(response)
             except RETRY_ERRORS:
                 if attempt == self.retries:
                     raise
+            result = self._settle(response, model, attempt)
+            if result is not None:
+                return result
             time.sleep(_backoff(attempt, self.backoff_s, response))
         raise AssertionError("unreachable")
 
@@ -159,13 +168,12 @@ class AsyncJudgeClient(_Base):
             response = None
             try:
                 response = await self._http.request(method, path, json=body)
-                if response.status_code < 400:
-                    return model.model_validate(response.json())
-                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
-                    raise _error_from(response)
             except RETRY_ERRORS:
                 if attempt == self.retries:
                     raise
+            result = self._settle(response, model, attempt)
+            if result is not None:
+                return result
             await asyncio.sleep(_backoff(attempt, self.backoff_s, response))
         raise AssertionError("unreachable")
 

@@ -109,6 +109,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(422, "invalid_request", f"invalid field(s): {fields}: {first['message']}",
                       field=first["field"], detail=errors)
 
+    @app.exception_handler(FieldLimitError)
+    async def _limit(_: Request, exc: FieldLimitError):
+        return _error(exc.status, "too_large" if exc.status == 413 else "invalid_request", str(exc),
+                      field=exc.field)
+
     @app.exception_handler(FieldError)
     async def _field(_: Request, exc: FieldError):
         return _error(exc.status, exc.error, f"{exc.field}: {exc.message}", field=exc.field)
@@ -163,11 +168,6 @@ class _Inputs:
         return await self.engine.judge(item, image)
 
 
-def _limit(exc: FieldLimitError) -> FieldError:
-    return FieldError(exc.status, "too_large" if exc.status == 413 else "invalid_request", exc.field,
-                      str(exc).split(": ", 1)[-1])
-
-
 def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
     """The FastAPI app of one replica; `api_token` None means no authentication."""
     settings = engine.settings
@@ -193,19 +193,13 @@ def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
 
     @app.post("/v1/judge", response_model=JudgeResult, dependencies=auth)
     async def judge(request: JudgeRequest) -> JudgeResult:
-        try:
-            check_judge_limits(request, settings.limits)
-        except FieldLimitError as exc:
-            raise _limit(exc) from None
+        check_judge_limits(request, settings.limits)
         return await inputs.judge_item(request)
 
     @app.post("/v1/judge/batch", response_model=JudgeBatchResult, dependencies=auth)
     async def judge_batch(request: JudgeBatchRequest) -> JudgeBatchResult:
         start = asyncio.get_running_loop().time()
-        try:
-            check_batch_limits(request, settings.limits)
-        except FieldLimitError as exc:
-            raise _limit(exc) from None
+        check_batch_limits(request, settings.limits)
         results = await asyncio.gather(*(inputs.judge_item(item, f"items.{n}.")
                                          for n, item in enumerate(request.items)))
         return JudgeBatchResult(results=list(results), model=settings.model,
@@ -213,10 +207,7 @@ def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
 
     @app.post("/v1/rank", response_model=RankResult, dependencies=auth)
     async def rank(request: RankRequest) -> RankResult:
-        try:
-            check_rank_limits(request, settings.limits)
-        except FieldLimitError as exc:
-            raise _limit(exc) from None
+        check_rank_limits(request, settings.limits)
         image = await inputs.image(request.image, "image")
         longest = sorted(range(len(request.candidates)), key=lambda n: -len(request.candidates[n]))[:2]
         await asyncio.to_thread(inputs.prompt_fits, request.question, request.candidates[longest[0]],
