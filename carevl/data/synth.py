@@ -179,15 +179,15 @@ def _counting(rng: random.Random, scene: Scene) -> Task:
 def _color(rng: random.Random, scene: Scene) -> Task | None:
     unique = [s for s in scene.shapes if scene.count(kind=s.kind) == 1]
     if unique:
-        shape, where = rng.choice(unique), ""
+        shape, where = rng.choice(unique), " in the image"
     else:
         unique = [s for s in scene.shapes if scene.count(kind=s.kind, side=s.side) == 1]
         if not unique:
             return None
         shape = rng.choice(unique)
-        where = f" on the {shape.side} side"
+        where = f" on the {shape.side} side of the image"
     others = [c for c in COLORS if c != shape.color]
-    return Task("color", f"What color is the {shape.kind}{where} of the image?",
+    return Task("color", f"What color is the {shape.kind}{where}?",
                 f"the {shape.kind}{where} is {shape.color}",
                 [f"The {shape.kind} is {shape.color}.", f"It is {shape.color}."],
                 [f"The {shape.kind} is {c}." for c in others] + [f"It is {c}." for c in others])

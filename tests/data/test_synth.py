@@ -48,7 +48,7 @@ def right_phrases(question: str, scene: synth.Scene) -> list[str]:
         n = scene.count(m[1], m[2])
         noun = f"one {m[1]} {m[2]}" if n == 1 else f"{'no' if n == 0 else n} {m[1]} {m[2]}s"
         return [f"I count {n}.", f"{noun} in the image."]
-    if m := re.fullmatch(r"What color is the (\w+)(?: on the (\w+) side)? of the image\?", question):
+    if m := re.fullmatch(r"What color is the (\w+) (?:in the image|on the (\w+) side of the image)\?", question):
         [shape] = [s for s in scene.shapes if s.kind == m[1] and (m[2] is None or s.side == m[2])]
         return [f"is {shape.color}."]
     if m := re.fullmatch(r"Is there an? (\w+) (\w+) on the (\w+) side of the image\?", question):
