@@ -2,6 +2,7 @@
 
     python -m ray_jobs.synth_data --output DIR --items N --seed S [--format parquet|jsonl]
         [--judge-accuracy 0.8 | --no-judgements] [--no-responses] [--shard-size K]
+    python -m ray_jobs.synth_data --output DIR --eval-pairs N --seed S     # held-out pairwise benchmark
 
 Deterministic for a seed; re-running a killed run with the same arguments keeps finished shards.
 """
@@ -11,13 +12,16 @@ import argparse
 import sys
 
 from carevl.cli import parse_job_args
-from carevl.data.synth import SynthSpec, write_synth_items
+from carevl.data.synth import SynthSpec, write_eval_pairs, write_synth_items
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--items", type=int, required=True, help="number of items to write")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--items", type=int, help="number of items to write")
+    what.add_argument("--eval-pairs", type=int, help="write this many held-out pairs (pairwise benchmark schema)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: config seed)")
-    parser.add_argument("--format", choices=("parquet", "jsonl"), default="parquet")
+    parser.add_argument("--format", choices=("parquet", "jsonl"), default=None,
+                        help="default: parquet for items, jsonl for eval pairs")
     parser.add_argument("--shard-size", type=int, default=10_000, help="items per part file")
     parser.add_argument("--judge-accuracy", type=float, default=0.8,
                         help="probability that a shipped strong-judge verdict is right")
@@ -44,11 +48,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     seed = args.config.seed if x.seed is None else x.seed
     try:
-        result = write_synth_items(args.output, x.items, seed, spec, x.format, x.shard_size)
+        if x.eval_pairs is not None:
+            result = write_eval_pairs(args.output, x.eval_pairs, seed, spec, x.format or "jsonl", x.shard_size)
+        else:
+            result = write_synth_items(args.output, x.items, seed, spec, x.format or "parquet", x.shard_size)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {result.items} items in {len(result.files)} files ({result.skipped_shards} already present), "
+    print(f"wrote {result.items} {'pairs' if x.eval_pairs is not None else 'items'} in {len(result.files)} files ({result.skipped_shards} already present), "
           f"{result.bytes_written} bytes -> {result.output}")
 
 

@@ -17,7 +17,7 @@ import json
 import math
 import random
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -384,11 +384,8 @@ def iter_items(n_items: int, seed: int, spec: SynthSpec = SynthSpec(), start: in
         yield make_item(seed, index, spec)
 
 
-def _item_chunks(start: int, count: int, seed: int, spec: SynthSpec, chunk: int) -> Iterator[pa.Table]:
-    """Items [start, start+count) as tables of at most `chunk` rows, generated lazily."""
-    for offset in range(start, start + count, chunk):
-        yield dio.rows_to_table(list(iter_items(min(chunk, start + count - offset), seed, spec, offset)),
-                                ITEM_SCHEMA)
+EVAL_PAIR_SCHEMA = pa.schema([(name, pa.string()) for name in
+                              ("id", "image", "question", "response_a", "response_b", "label", "category")])
 
 
 @dataclass
@@ -401,7 +398,7 @@ class SynthResult:
 
 
 def _check_manifest(fs: pafs.FileSystem, root: str, manifest: dict) -> None:
-    """Refuse to mix runs: an output folder holds one (seed, size, spec) only, so resuming is safe."""
+    """Refuse to mix runs: an output folder holds one (kind, seed, size, spec) only, so resuming is safe."""
     path = f"{root}/{MANIFEST}"
     if fs.get_file_info(path).type == pafs.FileType.File:
         with fs.open_input_stream(path) as handle:
@@ -416,27 +413,26 @@ def _check_manifest(fs: pafs.FileSystem, root: str, manifest: dict) -> None:
         handle.write(json.dumps(manifest, sort_keys=True).encode())
 
 
-def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = SynthSpec(),
-                      format: dio.Format = "parquet", shard_size: int = 10_000,
-                      filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS) -> SynthResult:
-    """Generate and write `n_items` items as part files of `shard_size` rows. Memory is bounded by
-    CHUNK_ROWS items, whatever the shard size or item count: each shard is streamed to its file one
-    chunk (row group) at a time. Shard k holds items [k*shard_size, (k+1)*shard_size); a shard already on disk is kept, so a
-    killed run re-run with the same arguments finishes without duplicating or losing items."""
-    if n_items < 0 or shard_size < 1 or chunk_rows < 1:
-        raise ValueError("need n_items >= 0, shard_size >= 1 and chunk_rows >= 1")
+def _write_shards(output: str, n_rows: int, make_row: Callable[[int], dict[str, Any]], schema: pa.Schema,
+                  manifest: dict, format: dio.Format, shard_size: int, chunk_rows: int,
+                  filesystem: pafs.FileSystem | None) -> SynthResult:
+    """Rows make_row(0..n_rows-1) as part files of `shard_size` rows. Shard k holds rows
+    [k*shard_size, (k+1)*shard_size) and is streamed to its file `chunk_rows` rows (one row group) at
+    a time, so memory is bounded by one chunk whatever the size. A shard already on disk is kept: a
+    killed run re-run with the same arguments finishes without duplicating or losing rows."""
+    if n_rows < 0 or shard_size < 1 or chunk_rows < 1:
+        raise ValueError("need a count >= 0, shard_size >= 1 and chunk_rows >= 1")
     fs, root = dio.resolve(output, filesystem)
-    manifest = {"items": n_items, "seed": seed, "format": format, "shard_size": shard_size,
-                "spec": json.loads(json.dumps(asdict(spec)))}
-    _check_manifest(fs, root, manifest)
+    _check_manifest(fs, root, {**manifest, "rows": n_rows, "format": format, "shard_size": shard_size})
     dio.remove_temp_files(output, filesystem)   # leftovers of a killed run; this job is the only writer
-    result = SynthResult(output=output, items=n_items)
-    for shard in range(math.ceil(n_items / shard_size)):
+    result = SynthResult(output=output, items=n_rows)
+    for shard in range(math.ceil(n_rows / shard_size)):
         uri = dio.join(output, dio.shard_name(shard, format))
-        start = shard * shard_size
+        start, stop = shard * shard_size, min(n_rows, (shard + 1) * shard_size)
         if not dio.file_exists(uri, filesystem):
-            chunks = _item_chunks(start, min(shard_size, n_items - start), seed, spec, chunk_rows)
-            dio.write_batches(chunks, uri, ITEM_SCHEMA, format, filesystem=filesystem)
+            chunks = (dio.rows_to_table([make_row(i) for i in range(lo, min(lo + chunk_rows, stop))], schema)
+                      for lo in range(start, stop, chunk_rows))
+            dio.write_batches(chunks, uri, schema, format, filesystem=filesystem)
         else:
             result.skipped_shards += 1
         result.files.append(uri)
@@ -444,20 +440,43 @@ def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = Sy
     return result
 
 
+def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = SynthSpec(),
+                      format: dio.Format = "parquet", shard_size: int = 10_000,
+                      filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS) -> SynthResult:
+    """Write `n_items` ITEM_SCHEMA rows as part files (see `_write_shards` for memory and resume)."""
+    manifest = {"kind": "items", "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
+    return _write_shards(output, n_items, lambda i: make_item(seed, i, spec), ITEM_SCHEMA, manifest,
+                         format, shard_size, chunk_rows, filesystem)
+
+
 # -------------------------------------------------------------------------------- held-out pairs
 
-def synth_eval_pairs(n: int, seed: int, spec: SynthSpec = SynthSpec()) -> Iterator[dict[str, Any]]:
-    """`n` held-out pairs in the `pairwise` benchmark schema: {id, image (data URL), question,
-    response_a, response_b, label (A|B|tie), category}. They come from a separate random stream, so
-    they never repeat training items of the same seed; A/B order is random."""
+def make_eval_pair(seed: int, index: int, spec: SynthSpec = SynthSpec()) -> dict[str, Any]:
+    """One held-out pair in the `pairwise` benchmark schema (EVAL_PAIR_SCHEMA), from its own random
+    stream so it does not repeat the training item of the same (seed, index); A/B order is random."""
     spec = SynthSpec(**{**asdict(spec), "with_responses": True, "judge_accuracy": None})
+    rng = item_rng(seed, index, "eval")
+    scene = make_scene(rng, spec.image_size)
+    task = make_task(rng, scene, spec.categories)
+    responses = make_responses(rng, scene, task, spec)
+    first, second = rng.sample(responses, 2)
+    label = "tie" if first.gold == second.gold else ("A" if first.gold > second.gold else "B")
+    return {"id": f"synth-eval-{seed}-{index:07d}", "image": encode_data_url(draw_scene(scene)),
+            "question": task.question, "response_a": first.text, "response_b": second.text,
+            "label": label, "category": task.category}
+
+
+def synth_eval_pairs(n: int, seed: int, spec: SynthSpec = SynthSpec()) -> Iterator[dict[str, Any]]:
+    """`n` held-out pairs {id, image (data URL), question, response_a, response_b, label (A|B|tie),
+    category}, generated lazily."""
     for index in range(n):
-        rng = item_rng(seed, index, "eval")
-        scene = make_scene(rng, spec.image_size)
-        task = make_task(rng, scene, spec.categories)
-        responses = make_responses(rng, scene, task, spec)
-        first, second = rng.sample(responses, 2)
-        label = "tie" if first.gold == second.gold else ("A" if first.gold > second.gold else "B")
-        yield {"id": f"synth-eval-{seed}-{index:07d}", "image": encode_data_url(draw_scene(scene)),
-               "question": task.question, "response_a": first.text, "response_b": second.text,
-               "label": label, "category": task.category}
+        yield make_eval_pair(seed, index, spec)
+
+
+def write_eval_pairs(output: str, n_pairs: int, seed: int, spec: SynthSpec = SynthSpec(),
+                     format: dio.Format = "jsonl", shard_size: int = 10_000,
+                     filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS) -> SynthResult:
+    """Write `n_pairs` held-out pairs as part files (JSONL by default, the `pairwise` benchmark format)."""
+    manifest = {"kind": "eval_pairs", "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
+    return _write_shards(output, n_pairs, lambda i: make_eval_pair(seed, i, spec), EVAL_PAIR_SCHEMA,
+                         manifest, format, shard_size, chunk_rows, filesystem)

@@ -222,6 +222,15 @@ def test_eval_pairs():
             assert p["label"] == ("A" if a_right else "B")
 
 
+def test_eval_pairs_written_as_jsonl_shards(tmp_path):
+    result = synth.write_eval_pairs(str(tmp_path / "eval"), 25, seed=3, shard_size=10)
+    assert [f.rsplit("/", 1)[1] for f in result.files] == ["part-00000.jsonl", "part-00001.jsonl", "part-00002.jsonl"]
+    rows = list(dio.iter_jsonl_rows(str(tmp_path / "eval")))
+    assert rows == list(synth.synth_eval_pairs(25, seed=3))
+    with pytest.raises(ValueError, match="kind"):
+        synth.write_synth_items(str(tmp_path / "eval"), 25, seed=3, format="jsonl", shard_size=10)
+
+
 def test_spec_validation():
     with pytest.raises(ValueError):
         synth.SynthSpec(min_responses=1)
@@ -242,3 +251,6 @@ def test_job_entry_point(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         synth_data.main(["--output", str(tmp_path / "out"), "--items", "12", "--seed", "6"])
     assert exit_info.value.code == 2
+    synth_data.main(["--output", str(tmp_path / "eval"), "--eval-pairs", "7", "--seed", "5"])
+    assert "wrote 7 pairs in 1 files" in capsys.readouterr().out
+    assert len(dio.read_table(str(tmp_path / "eval"))) == 7
