@@ -420,11 +420,12 @@ class ShardedWriter:
         return self._buffered
 
     def write(self, data: pa.Table | pa.RecordBatch | list[dict[str, Any]]) -> None:
-        """Add rows (a table, batch, or list of dicts in the schema's columns)."""
+        """Add rows (a table, batch, or list of dicts); columns are conformed to the schema (missing
+        nullable columns become nulls)."""
         if isinstance(data, list):
             data = rows_to_table(data, self.schema)
-        table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
-        table = table.select(self.schema.names).cast(self.schema)
+        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
+        table = pa.Table.from_batches([conform(b, self.schema) for b in batches], schema=self.schema)
         offset = 0
         while offset < table.num_rows:
             take = min(self.rows_per_file - self._buffered, table.num_rows - offset)

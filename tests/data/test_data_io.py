@@ -149,6 +149,13 @@ def test_sharded_writer_holds_at_most_one_shard(tmp_path):
     assert [dio.read_table(f).num_rows for f in files] == [4] * 7 + [2]
 
 
+def test_sharded_writer_conforms_columns(tmp_path):
+    with dio.ShardedWriter(str(tmp_path), ITEM_SCHEMA, rows_per_file=10, format="jsonl") as writer:
+        writer.write(pa.table({"question": ["q"], "item_id": ["7"]}))
+    [row] = dio.read_table(str(tmp_path), schema=ITEM_SCHEMA).to_pylist()
+    assert row["item_id"] == "7" and row["responses"] is None
+
+
 def test_sharded_writer_drops_partial_shard_on_error(tmp_path):
     with pytest.raises(RuntimeError):
         with dio.ShardedWriter(str(tmp_path), ITEM_SCHEMA, rows_per_file=4) as writer:
