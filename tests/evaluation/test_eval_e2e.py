@@ -43,12 +43,62 @@ def test_evaluate_synthetic_with_tiny_judge(ray_local, tmp_path):
 def test_evaluate_vl_rewardbench_text_only_with_limit(ray_local, tmp_path):
     out = tmp_path / "vlrb"
     args = ["--benchmark", "vl_rewardbench", "--input", str(VLRB), "--judge", "tiny:vlm_micro",
-            "--output", str(out), "--mode", "verdict", "--k", "1", "--limit", "5"]
+            "--output", str(out), "--mode", "explain", "--k", "1", "--limit", "5"]
     report = evaluate_job.main(args)
     assert set(report["metrics"]) == {"general", "hallucination", "reasoning", "overall", "macro"}
     assert report["text_only"] and "NOT comparable" in report["notes"][0]
-    assert report["counts"]["items"] == 5 and len(_predictions(out)) == 5
+    preds = _predictions(out)
+    assert report["counts"]["items"] == 5 and len(preds) == 5
+    # Explain mode: the verdict is read strictly from the generated text; what cannot be read is counted.
+    from carevl.judge_format import parse_verdict
+
+    answered = [p for p in preds if p["status"] in ("ok", "unparseable")]
+    assert all(p["judge_text"] is not None for p in answered)
+    assert report["counts"]["unparseable"] == sum(parse_verdict(p["judge_text"]) is None for p in answered)
+    assert all(not p["correct"] for p in preds if p["status"] != "ok")
     # Re-running the same command judges nothing new and keeps one line per item and run.
     again = evaluate_job.main(args)
     assert len(_predictions(out)) == 5
     assert again["metrics"] == report["metrics"]
+
+
+def test_evaluate_through_the_judge_service(ray_local, tmp_path):
+    """--judge URL: the same tiny judge behind Ray Serve, reached with carevl.client; its verdict-mode
+    p_a must match the judge loaded in this process on the same (shown-order) pairs."""
+    import socket
+
+    from ray import serve
+
+    from carevl.evaluation.judgements import presented_swapped
+    from carevl.judge.model import JudgeModel
+    from carevl.serving.app import build_app
+    from carevl.serving.builder import JudgeAppArgs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(JudgeAppArgs.model_validate(
+            {"model": "tiny:vlm_micro", "default_mode": "verdict", "num_cpus": 0.5})), name="judge", route_prefix="/")
+        out = tmp_path / "service"
+        report = evaluate_job.main(["--benchmark", "synthetic", "--judge", f"http://127.0.0.1:{port}",
+                                    "--output", str(out), "--mode", "verdict", "--k", "1", "--limit", "3"])
+    finally:
+        serve.shutdown()
+    preds = _predictions(out)
+    assert len(preds) == 3 and report["counts"]["errors"] == 0
+    from carevl.data.synth import synth_eval_pairs
+
+    from carevl.config import load_config
+
+    items = {p["id"]: p for p in synth_eval_pairs(load_config().evaluation.synthetic_items, 0)}
+    local = JudgeModel("tiny:vlm_micro")
+    for p in preds:
+        item = items[p["id"]]
+        a, b = (item["response_b"], item["response_a"]) if presented_swapped(0, p["id"]) else \
+            (item["response_a"], item["response_b"])
+        p_shown, _ = local.verdict({"question": [item["question"]], "response_a": [a], "response_b": [b],
+                                    "image": [item["image"]]})
+        expected = 1.0 - p_shown[0] if presented_swapped(0, p["id"]) else p_shown[0]
+        assert p["p_a"] == pytest.approx(expected, abs=1e-4)
