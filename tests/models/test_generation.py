@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from carevl import judge_format
 from carevl.models.generation import TextGenerator, VLMGenerator

@@ -15,7 +15,7 @@ from transformers import (
     AutoTokenizer,
 )
 
-from carevl.models import tiny
+from carevl.models import builders, tiny
 from carevl.models.vocab import SPECIAL_TOKENS, train_bpe_tokenizer
 
 REWARD_ROLES = ["rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm"]
@@ -90,7 +90,7 @@ def test_vlm_forward_and_generate_with_image(model_cache, role, shape_image):
     inputs = processor(text=[prompt], images=[shape_image], return_tensors="pt")
     # The processor expands <image> to exactly as many tokens as the vision tower emits features.
     n_image_tokens = int((inputs["input_ids"] == model.config.image_token_id).sum())
-    assert n_image_tokens == tiny.NUM_IMAGE_TOKENS == model.config.image_seq_length
+    assert n_image_tokens == builders.NUM_IMAGE_TOKENS == model.config.image_seq_length
     with torch.no_grad():
         features = model.get_image_features(pixel_values=inputs["pixel_values"])
         logits = model(**inputs).logits
