@@ -12,6 +12,7 @@ and the same seed always yields byte-identical files.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
@@ -21,23 +22,17 @@ from typing import Any, Callable, Iterator
 
 import pyarrow as pa
 import pyarrow.fs as pafs
-from PIL import Image, ImageDraw
 
 from carevl.data import io as dio
 from carevl.data.images import encode_data_url, encode_png
+from carevl.data.shapes import (  # noqa: F401 - re-exported: the scene vocabulary
+    BACKGROUND, COLORS, GRID, MAX_SHAPES, SHAPES, Scene, Shape, cell_box, draw_scene, make_scene,
+)
 from carevl.schema import ITEM_SCHEMA
 
-SHAPES = ("circle", "square", "triangle")
-COLORS: dict[str, tuple[int, int, int]] = {
-    "red": (220, 40, 40), "green": (40, 160, 70), "blue": (40, 90, 220),
-    "yellow": (235, 200, 40), "purple": (140, 60, 180), "orange": (245, 140, 30),
-}
-BACKGROUND = (255, 255, 255)
 NEVER_DRAWN = ("star", "hexagon", "heart")   # shapes a hallucinated detail may invent
 CATEGORIES = ("counting", "color", "position", "hallucination")
 MODEL_NAMES = ("synth-vlm-small", "synth-vlm-base", "synth-vlm-large", "synth-vlm-chat", "synth-vlm-pro")
-GRID = 4                                     # cells per side; columns 0-1 are "left", 2-3 "right"
-MAX_SHAPES = 6
 MANIFEST = "_synth.json"
 CHUNK_ROWS = 500          # items generated and held in memory at once (one Parquet row group)
 
@@ -84,62 +79,9 @@ class SynthSpec:
 
 # ------------------------------------------------------------------------------------------ scenes
 
-@dataclass(frozen=True)
-class Shape:
-    kind: str
-    color: str
-    cell: int          # index in the GRID x GRID layout, row-major
-
-    @property
-    def side(self) -> str:
-        return "left" if self.cell % GRID < GRID // 2 else "right"
-
-
-@dataclass(frozen=True)
-class Scene:
-    size: int
-    shapes: tuple[Shape, ...]
-
-    def count(self, color: str | None = None, kind: str | None = None, side: str | None = None) -> int:
-        return sum(1 for s in self.shapes if (color is None or s.color == color)
-                   and (kind is None or s.kind == kind) and (side is None or s.side == side))
-
-
 def item_rng(seed: int, index: int, stream: str = "items") -> random.Random:
     """The private random stream of one item: a pure function of (stream, seed, index)."""
     return random.Random(f"carevl-synth:{stream}:{seed}:{index}")
-
-
-def make_scene(rng: random.Random, size: int) -> Scene:
-    """1-6 shapes in distinct grid cells, so they never overlap and each lies in one half."""
-    n = rng.randint(1, MAX_SHAPES)
-    cells = sorted(rng.sample(range(GRID * GRID), n))
-    return Scene(size, tuple(Shape(rng.choice(SHAPES), rng.choice(list(COLORS)), c) for c in cells))
-
-
-def cell_box(scene: Scene, cell: int) -> tuple[int, int, int, int]:
-    """Pixel box (x0, y0, x1, y1) of a grid cell; shapes are drawn inside it with a margin."""
-    step = scene.size // GRID
-    x0, y0 = (cell % GRID) * step, (cell // GRID) * step
-    return x0, y0, x0 + step, y0 + step
-
-
-def draw_scene(scene: Scene) -> Image.Image:
-    """Render without anti-aliasing: every pixel is the background or exactly one palette colour."""
-    image = Image.new("RGB", (scene.size, scene.size), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    margin = max(1, scene.size // (GRID * 6))
-    for shape in scene.shapes:
-        x0, y0, x1, y1 = cell_box(scene, shape.cell)
-        box = (x0 + margin, y0 + margin, x1 - margin - 1, y1 - margin - 1)
-        fill = COLORS[shape.color]
-        if shape.kind == "circle":
-            draw.ellipse(box, fill=fill)
-        elif shape.kind == "square":
-            draw.rectangle(box, fill=fill)
-        else:
-            draw.polygon([((box[0] + box[2]) // 2, box[1]), (box[0], box[3]), (box[2], box[3])], fill=fill)
-    return image
 
 
 # --------------------------------------------------------------------------------------- questions
@@ -413,40 +355,73 @@ def _check_manifest(fs: pafs.FileSystem, root: str, manifest: dict) -> None:
         handle.write(json.dumps(manifest, sort_keys=True).encode())
 
 
+def _write_one_shard(output: str, shard: int, n_rows: int, make_row: Callable[[int], dict[str, Any]],
+                     schema: pa.Schema, format: dio.Format, shard_size: int, chunk_rows: int,
+                     filesystem: pafs.FileSystem | None) -> bool:
+    """Write shard `shard` (rows [shard*shard_size, ...)) unless it exists; True if it was written.
+    The file is streamed `chunk_rows` rows (one row group) at a time and published atomically."""
+    uri = dio.join(output, dio.shard_name(shard, format))
+    if dio.file_exists(uri, filesystem):
+        return False
+    start, stop = shard * shard_size, min(n_rows, (shard + 1) * shard_size)
+    chunks = (dio.rows_to_table([make_row(i) for i in range(lo, min(lo + chunk_rows, stop))], schema)
+              for lo in range(start, stop, chunk_rows))
+    dio.write_batches(chunks, uri, schema, format, filesystem=filesystem)
+    return True
+
+
 def _write_shards(output: str, n_rows: int, make_row: Callable[[int], dict[str, Any]], schema: pa.Schema,
                   manifest: dict, format: dio.Format, shard_size: int, chunk_rows: int,
-                  filesystem: pafs.FileSystem | None) -> SynthResult:
-    """Rows make_row(0..n_rows-1) as part files of `shard_size` rows. Shard k holds rows
-    [k*shard_size, (k+1)*shard_size) and is streamed to its file `chunk_rows` rows (one row group) at
-    a time, so memory is bounded by one chunk whatever the size. A shard already on disk is kept: a
-    killed run re-run with the same arguments finishes without duplicating or losing rows."""
-    if n_rows < 0 or shard_size < 1 or chunk_rows < 1:
-        raise ValueError("need a count >= 0, shard_size >= 1 and chunk_rows >= 1")
+                  filesystem: pafs.FileSystem | None, workers: int = 1) -> SynthResult:
+    """Rows make_row(0..n_rows-1) as part files of `shard_size` rows, shard k holding rows
+    [k*shard_size, (k+1)*shard_size). Memory per writer is bounded by one chunk whatever the size. A
+    shard already on disk is kept: a killed run re-run with the same arguments finishes without
+    duplicating or losing rows. With workers > 1 the shards are Ray tasks (Ray must be initialised),
+    at most `workers` in flight; the files are byte-identical to a serial run."""
+    if n_rows < 0 or shard_size < 1 or chunk_rows < 1 or workers < 1:
+        raise ValueError("need a count >= 0, and shard_size, chunk_rows, workers >= 1")
     fs, root = dio.resolve(output, filesystem)
     _check_manifest(fs, root, {**manifest, "rows": n_rows, "format": format, "shard_size": shard_size})
     dio.remove_temp_files(output, filesystem)   # leftovers of a killed run; this job is the only writer
-    result = SynthResult(output=output, items=n_rows)
-    for shard in range(math.ceil(n_rows / shard_size)):
+    shards = range(math.ceil(n_rows / shard_size))
+    args = (n_rows, make_row, schema, format, shard_size, chunk_rows, filesystem)
+    if workers == 1:
+        written = [_write_one_shard(output, k, *args) for k in shards]
+    else:
+        written = _run_as_ray_tasks(output, shards, args, workers)
+    result = SynthResult(output=output, items=n_rows, skipped_shards=written.count(False))
+    for shard in shards:
         uri = dio.join(output, dio.shard_name(shard, format))
-        start, stop = shard * shard_size, min(n_rows, (shard + 1) * shard_size)
-        if not dio.file_exists(uri, filesystem):
-            chunks = (dio.rows_to_table([make_row(i) for i in range(lo, min(lo + chunk_rows, stop))], schema)
-                      for lo in range(start, stop, chunk_rows))
-            dio.write_batches(chunks, uri, schema, format, filesystem=filesystem)
-        else:
-            result.skipped_shards += 1
         result.files.append(uri)
         result.bytes_written += fs.get_file_info(dio.resolve(uri, filesystem)[1]).size
     return result
 
 
+def _run_as_ray_tasks(output: str, shards: range, args: tuple, workers: int) -> list[bool]:
+    import ray
+
+    task = ray.remote(num_cpus=1)(_write_one_shard)
+    pending: dict[Any, int] = {}
+    written: dict[int, bool] = {}
+    for shard in shards:
+        if len(pending) >= workers:     # bounded: never more than `workers` shards in flight
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            written[pending.pop(done)] = ray.get(done)
+        pending[task.remote(output, shard, *args)] = shard
+    for ref, shard in pending.items():
+        written[shard] = ray.get(ref)
+    return [written[k] for k in shards]
+
+
 def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = SynthSpec(),
                       format: dio.Format = "parquet", shard_size: int = 10_000,
-                      filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS) -> SynthResult:
-    """Write `n_items` ITEM_SCHEMA rows as part files (see `_write_shards` for memory and resume)."""
+                      filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS,
+                      workers: int = 1) -> SynthResult:
+    """Write `n_items` ITEM_SCHEMA rows as part files (see `_write_shards` for memory, resume and
+    parallel writing)."""
     manifest = {"kind": "items", "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
-    return _write_shards(output, n_items, lambda i: make_item(seed, i, spec), ITEM_SCHEMA, manifest,
-                         format, shard_size, chunk_rows, filesystem)
+    return _write_shards(output, n_items, functools.partial(make_item, seed, spec=spec), ITEM_SCHEMA,
+                         manifest, format, shard_size, chunk_rows, filesystem, workers)
 
 
 # -------------------------------------------------------------------------------- held-out pairs
@@ -475,8 +450,9 @@ def synth_eval_pairs(n: int, seed: int, spec: SynthSpec = SynthSpec()) -> Iterat
 
 def write_eval_pairs(output: str, n_pairs: int, seed: int, spec: SynthSpec = SynthSpec(),
                      format: dio.Format = "jsonl", shard_size: int = 10_000,
-                     filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS) -> SynthResult:
+                     filesystem: pafs.FileSystem | None = None, chunk_rows: int = CHUNK_ROWS,
+                     workers: int = 1) -> SynthResult:
     """Write `n_pairs` held-out pairs as part files (JSONL by default, the `pairwise` benchmark format)."""
     manifest = {"kind": "eval_pairs", "seed": seed, "spec": json.loads(json.dumps(asdict(spec)))}
-    return _write_shards(output, n_pairs, lambda i: make_eval_pair(seed, i, spec), EVAL_PAIR_SCHEMA,
-                         manifest, format, shard_size, chunk_rows, filesystem)
+    return _write_shards(output, n_pairs, functools.partial(make_eval_pair, seed, spec=spec), EVAL_PAIR_SCHEMA,
+                         manifest, format, shard_size, chunk_rows, filesystem, workers)

@@ -231,6 +231,20 @@ def test_eval_pairs_written_as_jsonl_shards(tmp_path):
         synth.write_synth_items(str(tmp_path / "eval"), 25, seed=3, format="jsonl", shard_size=10)
 
 
+@pytest.mark.ray
+def test_ray_tasks_write_the_same_bytes(tmp_path, ray_local):
+    serial = synth.write_synth_items(str(tmp_path / "serial"), 45, seed=8, shard_size=10)
+    (tmp_path / "parallel").mkdir()
+    # One shard already present (a resumed run): it is kept, the other four are written by Ray tasks.
+    (tmp_path / "parallel" / "part-00002.parquet").write_bytes((tmp_path / "serial" / "part-00002.parquet").read_bytes())
+    import shutil
+    shutil.copy(tmp_path / "serial" / synth.MANIFEST, tmp_path / "parallel" / synth.MANIFEST)
+    parallel = synth.write_synth_items(str(tmp_path / "parallel"), 45, seed=8, shard_size=10, workers=2)
+    assert parallel.skipped_shards == 1 and len(parallel.files) == 5
+    assert _files(tmp_path / "parallel") == _files(tmp_path / "serial")
+    assert parallel.bytes_written == serial.bytes_written
+
+
 def test_spec_validation():
     with pytest.raises(ValueError):
         synth.SynthSpec(min_responses=1)
