@@ -69,6 +69,10 @@ def main() -> None:
         child(args)
         return
 
+    print("command: python benchmarks/synth_memory.py " + " ".join(sys.argv[1:]))
+    print(f"format={args.format} shard_size={args.shard_size}")
+    print(f"{'items':>10} {'written MiB':>12} {'base RSS':>9} {'peak RSS':>9} {'py peak':>9} "
+          f"{'peak/written':>13} {'(peak-base)/written':>20} {'items/s':>9}", flush=True)
     root = args.keep or tempfile.mkdtemp(prefix="synth_memory_")
     rows = []
     try:
@@ -78,23 +82,20 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--child-items", str(n), "--out", out, "--shard-size",
                    str(args.shard_size), "--format", args.format] + (["--tracemalloc"] if args.tracemalloc else [])
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(r)
+            print(f"{r['items']:>10} {_mib(r['bytes']):>12} {_mib(r['baseline_rss'])} {_mib(r['peak_rss'])} "
+                  f"{_mib(r['traced_peak'])} {r['peak_rss'] / r['bytes']:>13.3f} "
+                  f"{(r['peak_rss'] - r['baseline_rss']) / r['bytes']:>20.4f} {r['items'] / r['seconds']:>9.0f}",
+                  flush=True)
+            if not args.keep:
+                shutil.rmtree(out, ignore_errors=True)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-
-    print("command: python benchmarks/synth_memory.py " + " ".join(sys.argv[1:]))
-    print(f"format={args.format} shard_size={args.shard_size}")
-    print(f"{'items':>10} {'written MiB':>12} {'base RSS':>9} {'peak RSS':>9} {'py peak':>9} "
-          f"{'peak/written':>13} {'(peak-base)/written':>20} {'items/s':>9}")
-    for r in rows:
-        print(f"{r['items']:>10} {_mib(r['bytes']):>12} {_mib(r['baseline_rss'])} {_mib(r['peak_rss'])} "
-              f"{_mib(r['traced_peak'])} {r['peak_rss'] / r['bytes']:>13.3f} "
-              f"{(r['peak_rss'] - r['baseline_rss']) / r['bytes']:>20.4f} {r['items'] / r['seconds']:>9.0f}")
     if len(rows) > 1:
         growth = rows[-1]["peak_rss"] / rows[0]["peak_rss"]
         print(f"peak RSS grew {growth:.2f}x while items grew {rows[-1]['items'] / rows[0]['items']:.0f}x")
-
 
 if __name__ == "__main__":
     main()
