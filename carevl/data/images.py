@@ -49,6 +49,11 @@ class ImageError(ValueError):
         self.reason = reason
 
 
+def _short(text: str, limit: int = 200) -> str:
+    """A reference cut to a readable length for messages (a bad base64 blob can be megabytes)."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
 def _check_byte_count(n: int, limits: InputLimits, what: str) -> None:
     if n > limits.max_image_bytes:
         raise ImageError(IMAGE_TOO_LARGE_BYTES, f"{what} has {n} bytes, limit {limits.max_image_bytes}")
@@ -89,11 +94,11 @@ def _read_local(path: str, limits: InputLimits) -> bytes:
     try:
         size = os.stat(path).st_size
     except (FileNotFoundError, NotADirectoryError):
-        raise ImageError(IMAGE_NOT_FOUND, f"no such file: {path}") from None
+        raise ImageError(IMAGE_NOT_FOUND, f"no such file: {_short(path)}") from None
     except OSError as exc:  # e.g. a name too long to be a path
-        raise ImageError(IMAGE_NOT_FOUND, f"cannot stat {path[:200]}: {exc.strerror}") from None
+        raise ImageError(IMAGE_NOT_FOUND, f"cannot stat {_short(path)}: {exc.strerror}") from None
     if not os.path.isfile(path):
-        raise ImageError(IMAGE_NOT_FOUND, f"not a file: {path}")
+        raise ImageError(IMAGE_NOT_FOUND, f"not a file: {_short(path)}")
     _check_byte_count(size, limits, path)
     with open(path, "rb") as handle:
         return handle.read()
@@ -142,13 +147,13 @@ def _read_http(url: str, limits: InputLimits, timeout_s: float) -> bytes:
 def read_image_bytes(image_path: str | None, image_bytes: bytes | None, limits: InputLimits,
                      allow_remote: bool = False, timeout_s: float = 30.0) -> bytes:
     """The encoded image bytes behind an item's image reference, size-checked, not yet decoded."""
+    if image_bytes is not None and not isinstance(image_bytes, (bytes, bytearray, memoryview)):
+        raise ImageError(IMAGE_UNDECODABLE, f"image_bytes must be bytes, got {type(image_bytes).__name__}")
     has_bytes = image_bytes is not None and len(image_bytes) > 0
     has_path = isinstance(image_path, str) and image_path.strip() != ""
     if has_bytes and has_path:
         raise ImageError(IMAGE_AMBIGUOUS, "both image_path and image_bytes are set; keep one")
     if has_bytes:
-        if not isinstance(image_bytes, (bytes, bytearray, memoryview)):
-            raise ImageError(IMAGE_UNDECODABLE, f"image_bytes must be bytes, got {type(image_bytes).__name__}")
         _check_byte_count(len(image_bytes), limits, "image_bytes")
         return bytes(image_bytes)
     if not has_path:
@@ -161,13 +166,13 @@ def read_image_bytes(image_path: str | None, image_bytes: bytes | None, limits: 
         return decode_data_url(ref, limits)[1]
     if lower.startswith(("http://", "https://")):
         if not allow_remote:
-            raise ImageError(IMAGE_REMOTE_NOT_ALLOWED, f"remote images are disabled: {ref[:200]}")
+            raise ImageError(IMAGE_REMOTE_NOT_ALLOWED, f"remote images are disabled: {_short(ref)}")
         return _read_http(ref, limits, timeout_s)
     if lower.startswith("file://"):
         return _read_uri(ref, limits)
     if "://" in ref[:32]:
         if not allow_remote:
-            raise ImageError(IMAGE_REMOTE_NOT_ALLOWED, f"remote images are disabled: {ref[:200]}")
+            raise ImageError(IMAGE_REMOTE_NOT_ALLOWED, f"remote images are disabled: {_short(ref)}")
         return _read_uri(ref, limits)
     if not os.path.exists(os.path.expanduser(ref)) and _looks_like_base64(ref):
         _check_byte_count(len(ref) * 3 // 4, limits, "base64 image")

@@ -64,6 +64,8 @@ def test_missing_and_ambiguous():
     assert _reason("  ", b"", LIMITS) == "image_missing"
     assert _reason(5, None, LIMITS) == "image_missing"
     assert _reason("a.png", _png(), LIMITS) == "image_ambiguous"
+    assert _reason(None, 12345, LIMITS) == "image_undecodable"
+    assert _reason(None, "aGVsbG8=", LIMITS) == "image_undecodable"     # text where bytes belong
 
 
 def test_not_found(tmp_path):
@@ -72,6 +74,9 @@ def test_not_found(tmp_path):
     assert _reason(str(tmp_path), None, LIMITS) == "image_not_found"
     # Looks like base64 (letters and '/') but decodes to no image: it is a path that does not exist.
     assert _reason("/data/images/" + "a" * 80, None, LIMITS) == "image_not_found"
+    with pytest.raises(ImageError) as err:
+        load_image("/x/" + "b" * 100_000, None, LIMITS)
+    assert len(str(err.value)) < 400          # a huge bad reference does not flood logs
 
 
 def test_undecodable(tmp_path):
