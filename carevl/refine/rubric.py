@@ -49,6 +49,14 @@ Critique to grade:
 
 Add up the four criteria and reply with one line in exactly this form: Score: <total from 0 to 100>"""
 
+# One short exchange before the real request shows the reply format. Small scorers otherwise answer
+# in free text that the strict parser (rightly) refuses; large ones are not hurt by it.
+FORMAT_EXAMPLE = [
+    {"role": "user", "content": "Grade this critique from 0 to 100 and reply with one line 'Score: <total>'.\n"
+                                "Reference choice: Answer A\nCritique:\nVerdict: B\nExplanation: B."},
+    {"role": "assistant", "content": "Score: 12"},
+]
+
 # Scoring statuses recorded next to every score.
 SCORE_OK = "ok"
 SCORE_MISSING = "missing"          # no `Score:` line at all (or an empty reply)
@@ -72,7 +80,7 @@ def rubric_messages(question: str, caption: str | None, answer_a: str, answer_b:
         question=question, caption=caption or "(no caption)", answer_a=answer_a, answer_b=answer_b,
         reference=reference, critique=critique.strip() or "(empty)",
     )
-    return [{"role": "system", "content": SCORER_SYSTEM}, {"role": "user", "content": text}]
+    return [{"role": "system", "content": SCORER_SYSTEM}, *FORMAT_EXAMPLE, {"role": "user", "content": text}]
 
 
 def parse_score(text: str | None) -> tuple[int | None, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from carevl.config import CarevlConfig
+from carevl.data import io as dio
 from carevl.judge_format import judge_messages
 from carevl.training import common
 from carevl.training.examples import DPO_FEATURES, load_examples, prepare_examples
@@ -93,7 +94,9 @@ def run_dpo(config: CarevlConfig, input_uri: str, sft_model: str, output: str) -
     common.trl_args(DPOConfig, "dpo", stage.trainer,
                     **common.fixed_trainer_fields(stage, str(paths.scratch / "validate"), config.seed))
     clock = common.Stopwatch()
-    data = prepare_examples(input_uri, paths.data, dpo_example, DPO_FEATURES, config.curation.limits)
+    # The refinement job's output folder holds the rows under dpo/ (next to critiques/).
+    rows_uri = dio.join(input_uri, "dpo") if Path(input_uri, "dpo").is_dir() else input_uri
+    data = prepare_examples(rows_uri, paths.data, dpo_example, DPO_FEATURES, config.curation.limits)
     log.info("DPO data: %s", data)
     init_ray(config)
     common.fit("dpo", stage, paths, dpo_worker,
