@@ -113,9 +113,10 @@ def _vision_config() -> CLIPVisionConfig:
 
 
 def _llava_processor(tokenizer) -> LlavaProcessor:
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-    )
+    # Resize straight to the square input instead of CLIP's shortest-edge resize + centre crop, which
+    # would cut off the sides of wide images (and shapes drawn there).
+    square = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    image_processor = CLIPImageProcessorPil(size=square, crop_size=square, do_center_crop=False)
     return LlavaProcessor(
         image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-KIT_VERSION = 2
+KIT_VERSION = 3
 MARKER = "carevl_tiny_model.json"
 ROLES = ("vlm", "vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer")
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
@@ -65,6 +66,16 @@ def test_builds_are_deterministic(tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_concurrent_builds_of_one_role_agree(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: tiny.build_tiny_models(tmp_path, ["rm_llama"]), range(3)))
+    assert all(r == results[0] for r in results)
+    assert tiny.is_built(tmp_path / "rm_llama", "rm_llama")
+    assert not list(tmp_path.glob(".*.partial"))
+
+
 def test_unknown_role_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="rm_nope"):
         tiny.build_tiny_models(tmp_path, ["rm_nope"])
@@ -99,6 +110,19 @@ def test_vlm_forward_and_generate_with_image(model_cache, role, shape_image):
     assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
     out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_vlm_processor_keeps_the_whole_width_of_wide_images(model_cache):
+    processor = AutoProcessor.from_pretrained(model_cache / "vlm_micro")
+    image = Image.new("RGB", (200, 50), "black")
+    image.paste((255, 0, 0), (0, 0, 30, 50))  # a red strip along the left edge
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Where is red?"}]}],
+        add_generation_prompt=True, tokenize=False)
+    pixels = processor(text=[prompt], images=[image], return_tensors="pt")["pixel_values"]  # (1, 3, H, W)
+    assert pixels.shape[-2:] == (builders.IMAGE_SIZE, builders.IMAGE_SIZE)
+    red = pixels[0, 0]
+    assert red[:, 0].mean() > 1.0 > -1.0 > red[:, -1].mean()  # left edge red, right edge black
 
 
 @pytest.mark.parametrize("role", REWARD_ROLES)
