@@ -1,0 +1,144 @@
+"""The whole CAREVL flow in one run folder (Algorithm 1 end to end):
+
+    models -> synthetic items -> curate (paper 3.1-3.2) -> train_sft (3.3) -> refine (3.4-3.5)
+           -> train_dpo (3.6) -> evaluate (4.1), before and after each training stage
+
+Each stage runs as its own job process (`python -m ray_jobs.<stage>`), exactly as a user would chain
+them, with the same `--config` / `--set` flags. A stage whose output carries the `_COMPLETE` marker is
+skipped, so a killed pipeline re-run picks up where it stopped (each job also resumes internally).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MARKER = "_COMPLETE"
+
+
+@dataclass
+class Stage:
+    """One job of the pipeline: its module, arguments, and the folder whose marker says it is done."""
+
+    name: str
+    module: str
+    output: Path
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PipelineOptions:
+    run_dir: Path
+    config_args: list[str]          # --config FILE and --set k=v pairs, passed to every job
+    items: int = 48
+    eval_items: int = 64
+    seed: int = 0
+    base_judge: str = "vlm"         # the untrained judge: a key in `models`, evaluated before training
+    vl_rewardbench: Path | None = None
+    vl_rewardbench_limit: int = 100
+
+
+def plan_stages(opts: PipelineOptions) -> list[Stage]:
+    """The ordered stages with their inputs and outputs inside the run folder."""
+    run = opts.run_dir
+    data, cur = run / "data", run / "curation"
+    sft_model, dpo_model = run / "sft" / "model", run / "dpo" / "model"
+    stages = [
+        Stage("prepare_models", "ray_jobs.prepare_models", run / "models"),
+        Stage("synth_data", "ray_jobs.synth_data", data / "items",
+              ["--items", str(opts.items), "--seed", str(opts.seed)]),
+        Stage("synth_eval", "ray_jobs.synth_data", data / "eval",
+              ["--eval-pairs", str(opts.eval_items), "--seed", str(opts.seed + 1)]),
+        Stage("curate", "ray_jobs.curate", cur, ["--input", str(data / "items")]),
+        Stage("train_sft", "ray_jobs.train_sft", run / "sft", ["--input", str(cur / "high")]),
+        Stage("refine", "ray_jobs.refine", run / "refine",
+              ["--input", str(cur / "low"), "--model", str(sft_model)]),
+        Stage("train_dpo", "ray_jobs.train_dpo", run / "dpo",
+              ["--input", str(run / "refine"), "--model", str(sft_model)]),
+    ]
+    judges = {"base": opts.base_judge, "sft": str(sft_model), "dpo": str(dpo_model)}
+    for label, model in judges.items():
+        judge_args = ["--judge", model]
+        stages.append(Stage(f"eval_synthetic_{label}", "ray_jobs.evaluate", run / "eval" / f"synthetic_{label}",
+                            ["--benchmark", "synthetic", "--input", str(data / "eval"), *judge_args]))
+        if opts.vl_rewardbench is not None:
+            stages.append(Stage(
+                f"eval_vlrb_{label}", "ray_jobs.evaluate", run / "eval" / f"vl_rewardbench_{label}",
+                ["--benchmark", "vl_rewardbench", "--input", str(opts.vl_rewardbench), *judge_args,
+                 "--limit", str(opts.vl_rewardbench_limit)]))
+    return stages
+
+
+def stage_done(stage: Stage) -> bool:
+    return (stage.output / MARKER).is_file()
+
+
+def run_stage(stage: Stage, config_args: list[str], log_dir: Path) -> float:
+    """Run one job process, streaming its output with a stage prefix; mark its output complete on success."""
+    cmd = [sys.executable, "-m", stage.module, *config_args, "--output", str(stage.output), *stage.args]
+    print(f"\n=== {stage.name}: {' '.join(cmd[1:])}", flush=True)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with open(log_dir / f"{stage.name}.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            print(f"[{stage.name}] {line}", end="", flush=True)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"stage {stage.name} failed with exit code {code}; log: {log_dir / stage.name}.log")
+    stage.output.mkdir(parents=True, exist_ok=True)
+    (stage.output / MARKER).write_text(json.dumps({"seconds": round(time.monotonic() - start, 1)}))
+    return time.monotonic() - start
+
+
+def run_pipeline(opts: PipelineOptions) -> dict:
+    """Run every stage not yet complete, then return (and write) the run summary."""
+    opts.run_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float | str] = {}
+    for stage in plan_stages(opts):
+        if stage_done(stage):
+            print(f"=== {stage.name}: already complete, skipped", flush=True)
+            timings[stage.name] = "skipped"
+            continue
+        timings[stage.name] = round(run_stage(stage, opts.config_args, opts.run_dir / "logs"), 1)
+    summary = collect_summary(opts.run_dir)
+    summary["stage_seconds"] = timings
+    (opts.run_dir / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def collect_summary(run: Path) -> dict:
+    """Counts per confidence class, DPO pairs built, training losses and metrics before/after training."""
+    curation = _read_json(run / "curation" / "summary.json")
+    refine = _read_json(run / "refine" / "summary.json")
+    evals = {}
+    for report in sorted((run / "eval").glob("*/report.json")):
+        evals[report.parent.name] = _read_json(report).get("metrics", {})
+    return {
+        "curation": {k: curation.get(k) for k in ("counts", "input_rows", "pairs", "quarantined") if k in curation},
+        "refine": {k: v for k, v in refine.items() if k in ("dpo_rows", "pairs_used", "skipped", "counts")},
+        "sft": _read_json(run / "sft" / "summary.json"),
+        "dpo": _read_json(run / "dpo" / "summary.json"),
+        "evaluation": evals,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A readable end-of-run report."""
+    lines = ["", "=== CAREVL pipeline summary"]
+    for section in ("curation", "refine", "sft", "dpo"):
+        if summary.get(section):
+            lines.append(f"{section:>10}: {json.dumps(summary[section], default=str)}")
+    for name, metrics in summary.get("evaluation", {}).items():
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()}
+        lines.append(f"{'eval':>10}: {name}: {json.dumps(shown, default=str)}")
+    return "\n".join(lines)
