@@ -74,8 +74,20 @@ def choose_device(spec: ModelSpec, device: str | torch.device | None = None) -> 
     return "cuda" if spec.resources.num_gpus > 0 and torch.cuda.is_available() else "cpu"
 
 
-def _place(model, spec: ModelSpec, device):
-    model = model.to(choose_device(spec, device))
+def _placement_kwargs(spec: ModelSpec, device) -> dict[str, Any]:
+    """A model wider than one GPU (resources.num_gpus > 1, no explicit device) is sharded over the
+    visible GPUs by accelerate's device map instead of being moved to one device."""
+    if device is None and spec.resources.num_gpus > 1 and torch.cuda.is_available():
+        return {"device_map": "auto"}
+    return {}
+
+
+def _from_pretrained(auto_class, path: str, kwargs: dict[str, Any], spec: ModelSpec, device):
+    """Load with the Auto class, place on the chosen device(s), switch to eval mode."""
+    placement = _placement_kwargs(spec, device)
+    model = auto_class.from_pretrained(path, **kwargs, **placement)
+    if not placement:
+        model = model.to(choose_device(spec, device))
     return model.eval()
 
 
@@ -91,8 +103,7 @@ def load_vlm(spec: ModelSpec, model_cache: Path, device: str | torch.device | No
     processor = AutoProcessor.from_pretrained(path, **_tokenizer_kwargs(kwargs))
     tokenizer = getattr(processor, "tokenizer", processor)
     _prepare_tokenizer(tokenizer, spec, padding_side="left")
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    return _place(model, spec, device), processor
+    return _from_pretrained(AutoModelForImageTextToText, path, kwargs, spec, device), processor
 
 
 def load_reward_model(spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None):
@@ -101,11 +112,11 @@ def load_reward_model(spec: ModelSpec, model_cache: Path, device: str | torch.de
     path, kwargs = resolve_model_path(spec, model_cache)
     tokenizer = AutoTokenizer.from_pretrained(path, **_tokenizer_kwargs(kwargs))
     _prepare_tokenizer(tokenizer, spec, padding_side=tokenizer.padding_side)
-    model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    model = _from_pretrained(AutoModelForSequenceClassification, path, kwargs, spec, device)
     if model.config.pad_token_id is None:
         # Batched scoring finds each row's last real token through the pad id.
         model.config.pad_token_id = tokenizer.pad_token_id
-    return _place(model, spec, device), tokenizer
+    return model, tokenizer
 
 
 def load_causal_lm(spec: ModelSpec, model_cache: Path, device: str | torch.device | None = None):
@@ -114,8 +125,7 @@ def load_causal_lm(spec: ModelSpec, model_cache: Path, device: str | torch.devic
     path, kwargs = resolve_model_path(spec, model_cache)
     tokenizer = AutoTokenizer.from_pretrained(path, **_tokenizer_kwargs(kwargs))
     _prepare_tokenizer(tokenizer, spec, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    return _place(model, spec, device), tokenizer
+    return _from_pretrained(AutoModelForCausalLM, path, kwargs, spec, device), tokenizer
 
 
 def _prepare_tokenizer(tokenizer, spec: ModelSpec, padding_side: str) -> None:

@@ -6,6 +6,7 @@ import torch
 
 from carevl.config import ModelSpec, Resources
 from carevl.models.loading import (
+    _placement_kwargs,
     choose_device,
     load_causal_lm,
     load_reward_model,
@@ -56,6 +57,9 @@ def test_device_comes_from_argument_or_resources():
     assert choose_device(cpu_spec, "meta") == "meta"
     gpu_spec = ModelSpec(path="x/y", kind="causal", resources=Resources(num_gpus=1))
     assert choose_device(gpu_spec) == ("cuda" if torch.cuda.is_available() else "cpu")
+    wide_spec = ModelSpec(path="x/y", kind="causal", resources=Resources(num_gpus=4))
+    assert _placement_kwargs(wide_spec, None) == ({"device_map": "auto"} if torch.cuda.is_available() else {})
+    assert _placement_kwargs(wide_spec, "cpu") == {} and _placement_kwargs(gpu_spec, None) == {}
 
 
 def test_loaders_check_the_model_kind(model_cache):
