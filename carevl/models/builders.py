@@ -57,7 +57,11 @@ class Sources:
         self._bpe = None
 
     def smollm(self):
-        """(LlamaForCausalLM with a clean config, a fresh copy of its tokenizer) from the GGUF."""
+        """(LlamaForCausalLM with a clean config, a fresh copy of its tokenizer) from the GGUF.
+
+        The model is a weight source for saving and copying: it is built on the meta device, so its
+        non-persistent buffers (rotary frequencies) are not materialised and it cannot run as is.
+        """
         if self._smollm is None:
             folder, name = find_smollm_gguf()
             log_progress(f"reading {name}")
