@@ -1,0 +1,48 @@
+"""Helpers for curation tests: small hand-made items with real PNG images."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def png_bytes(size: tuple[int, int] = (16, 16), colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def good_item(item_id: str, **overrides) -> dict:
+    """A clean JSONL item: image as base64 bytes, three distinct responses, shipped verdicts."""
+    item = {
+        "item_id": item_id,
+        "image_bytes": base64.b64encode(png_bytes()).decode(),
+        "question": "What colour is the square?",
+        "responses": ["It is red.", "It is blue.", "A green square."],
+        "response_models": ["m1", "m2", "m3"],
+        "judgements": [{"a": 0, "b": 1, "choice": "A", "explanation": "red is right"},
+                       {"a": 0, "b": 2, "choice": "Verdict: A\nExplanation: red", "explanation": None},
+                       {"a": 2, "b": 1, "choice": "B", "explanation": "swapped order"}],
+        "category": "colour",
+    }
+    item.update(overrides)
+    return item
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def jsonl_writer(tmp_path):
+    def write(rows: list, name: str = "items.jsonl") -> Path:
+        folder = tmp_path / "items"
+        folder.mkdir(exist_ok=True)
+        return write_jsonl(folder / name, rows)
+    return write
