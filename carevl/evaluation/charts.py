@@ -105,7 +105,7 @@ def bias_chart(report: dict[str, Any], path: str | Path) -> Path:
                    [x["accuracy"] for x in buckets], "accuracy", "Accuracy by mean answer length (chars)")
     per_run = runs["per_run"]
     _labelled_bars(axes[1, 1], [f"run {r}" for r in per_run], list(per_run.values()), "overall accuracy",
-                   f"Accuracy per run (k = {len(per_run)})")
+                   f"Overall accuracy per run (k = {len(per_run)}, {runs.get('setting', 'all items')})")
     fig.suptitle(f"Judge bias report: {report['benchmark']}", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

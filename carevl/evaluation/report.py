@@ -110,6 +110,19 @@ def bias_report(records: list[dict[str, Any]], length_edges: list[int]) -> dict[
     }
 
 
+def _run_spread(benchmark: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Overall accuracy per run on the headline setting: all items with the A/B verdict for
+    VL-RewardBench; for pairwise and synthetic the without-tie setting (plain verdict, tie labels out)."""
+    if benchmark != "vl_rewardbench":
+        records = [r for r in records if r["label"] != "tie"]
+        correct = [r["verdict"] is not None and r["verdict"] == r["label"] for r in records]
+    else:
+        correct = _column(records, "correct")
+    spread = per_run_spread(_column(records, "run"), _column(records, "id"), correct)
+    spread["setting"] = "all items" if benchmark == "vl_rewardbench" else "without_tie"
+    return spread
+
+
 def build_report(benchmark: str, records: list[dict[str, Any]], meta: dict[str, Any],
                  quarantine: list[dict[str, Any]], length_edges: list[int]) -> dict[str, Any]:
     """Everything report.json holds. `meta` describes the run (judge, mode, k, seed, text_only, ...)."""
@@ -131,7 +144,7 @@ def build_report(benchmark: str, records: list[dict[str, Any]], meta: dict[str, 
             "no_preference": statuses.get(STATUS_NO_PREFERENCE, 0),
         },
         "metrics": benchmark_metrics(benchmark, records),
-        "runs": per_run_spread(_column(records, "run"), _column(records, "id"), _column(records, "correct")),
+        "runs": _run_spread(benchmark, records),
         "bias": bias_report(records, length_edges),
     }
 
@@ -221,7 +234,8 @@ def render_markdown(report: dict[str, Any], reference: list[dict[str, Any]], ref
              f"judgements: {c['judgements']}, quarantined rows: {c['quarantined']}",
              f"- unparseable verdicts: {c['unparseable']}, judge errors: {c['errors']} "
              f"{c['error_reasons'] or ''}, no preference: {c['no_preference']} (all counted as wrong)",
-             f"- overall accuracy per run: mean {_fmt(runs['mean'], False)}, std {_fmt(runs['std'], False)}"]
+             f"- overall accuracy per run ({runs['setting']}): mean {_fmt(runs['mean'], False)}, "
+             f"std {_fmt(runs['std'], False)}"]
     lines += [f"- note: {note}" for note in report.get("notes", [])]
     lines += ["", "## Accuracy", "", *_metric_tables(report, reference, ref_models), "",
               "## Bias report", "", *_bias_lines(report["bias"]), ""]

@@ -130,6 +130,8 @@ def test_evaluate_pairwise_outputs(tmp_path):
     wo = report["metrics"]["without_tie"]
     assert wo["per_category"] == {"COCO": 0.75, "Math": pytest.approx(1 / 3)}
     assert wo["n_items"] == {"COCO": 4, "Math": 3}
+    assert report["runs"]["setting"] == "without_tie"
+    assert report["runs"]["per_run"] == {0: pytest.approx(4 / 7), 1: pytest.approx(4 / 7)}
     # A position-consistent rule never produces a tie, so the tie-labelled item is missed with ties.
     assert report["metrics"]["with_tie"]["per_category"]["Math"] == pytest.approx(1 / 4)
     assert report["bias"]["position_consistency"]["rate"] == 1.0
