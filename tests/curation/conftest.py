@@ -46,3 +46,22 @@ def jsonl_writer(tmp_path):
         folder.mkdir(exist_ok=True)
         return write_jsonl(folder / name, rows)
     return write
+
+
+def synth_rows(n: int, seed: int = 3) -> list[dict]:
+    """n synthetic items (2-4 responses, noisy shipped verdicts) as JSONL-ready dicts."""
+    from carevl.data.synth import SynthSpec, make_item
+
+    spec = SynthSpec(min_responses=2, max_responses=4, judge_accuracy=0.8)
+    rows = []
+    for i in range(n):
+        row = make_item(seed, i, spec)
+        row["image_bytes"] = base64.b64encode(row["image_bytes"]).decode()
+        rows.append(row)
+    return rows
+
+
+def tiny_overrides(unit_items: int) -> list[str]:
+    """The fastest real models: the micro VLM for captions, short captions, small work units."""
+    return ["models.vlm.path=tiny:vlm_micro", "models.vlm.generation.max_new_tokens=8",
+            f"curation.unit_items={unit_items}", "curation.progress_interval_s=2"]

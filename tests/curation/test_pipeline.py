@@ -1,0 +1,100 @@
+"""The curation job end to end on local Ray with tiny real models and synthetic items."""
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from carevl.config import load_config
+from carevl.curation.pairs import distinct_indices
+from carevl.curation.pipeline import run_curation
+from carevl.curation.votes import confidence_split, count_votes
+
+from tests.curation.conftest import good_item, synth_rows, tiny_overrides, write_jsonl
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _read(folder: Path) -> list[dict]:
+    rows = []
+    for f in sorted(folder.glob("*.parquet")):
+        rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def curated(ray_local, tmp_path_factory):
+    """One run over 7 synthetic items (one repeating another's image) plus four bad rows."""
+    root = tmp_path_factory.mktemp("curate")
+    rows = synth_rows(7)
+    rows[6]["image_bytes"] = rows[0]["image_bytes"]            # a repeated image: captioned once
+    bad = ["{broken json",
+           good_item("bad-question", question=""),
+           good_item("bad-image", image_bytes="bm90IGFuIGltYWdl"),
+           dict(rows[1])]                                      # duplicate item_id of rows[1]
+    items = rows[:3] + bad[:2] + rows[3:] + bad[2:]
+    write_jsonl(root / "items.jsonl", items)
+    config = load_config(overrides=tiny_overrides(unit_items=3))
+    run_dir = root / "run"
+    summary = run_curation(config, str(root / "items.jsonl"), str(run_dir))
+    return dict(config=config, run_dir=run_dir, rows=rows, items=items, summary=summary, input=root / "items.jsonl")
+
+
+def test_rows_are_conserved(curated):
+    s = curated["summary"]
+    assert s["input_rows"] == len(curated["items"]) == 11
+    assert s["processed_items"] == 7 and s["quarantined_items"] == 4 and s["rows_conserved"]
+    quarantine = _read(curated["run_dir"] / "quarantine")
+    assert sorted(r["reason"] for r in quarantine) == sorted(
+        ["invalid_json", "empty_question", "image_undecodable", "duplicate_item_id"])
+    assert {r["reason"]: r["item_id"] for r in quarantine}["duplicate_item_id"] == curated["rows"][1]["item_id"]
+    assert s["quarantine_reasons"] == {"duplicate_item_id": 1, "empty_question": 1, "image_undecodable": 1,
+                                       "invalid_json": 1}
+
+
+def test_every_pair_once_and_the_rule_recomputes(curated):
+    cfg, run_dir = curated["config"], curated["run_dir"]
+    high, low = _read(run_dir / "high"), _read(run_dir / "low")
+    pairs = high + low
+    expected = {f"{r['item_id']}:{j['a']}-{j['b']}" for r in curated["rows"] for j in r["judgements"]}
+    assert sorted(p["pair_id"] for p in pairs) == sorted(expected)          # none missing, none twice
+    assert curated["summary"]["pairs"] == {"total": len(pairs), "high": len(high), "low": len(low)}
+    tau = cfg.curation.effective_tau
+    for p in pairs:
+        assert len(p["expert_scores_a"]) == len(cfg.curation.experts) == len(p["expert_scores_b"])
+        votes = count_votes(p["expert_scores_a"], p["expert_scores_b"])
+        assert votes == (p["votes_a"], p["votes_b"])
+        split = confidence_split(*votes, p["judge_choice"], tau)
+        assert (split.confidence, split.low_reason, split.label) == (p["confidence"], p["low_reason"], p["label"])
+        assert p["caption"] is not None and p["judge_status"] == "ok"
+    assert all(p["confidence"] == "high" for p in high) and all(p["confidence"] == "low" for p in low)
+
+
+def test_each_unique_response_scored_once_per_expert(curated):
+    s = curated["summary"]
+    distinct = sum(len(distinct_indices(r["responses"])) for r in curated["rows"])
+    assert s["unique_responses"] == distinct
+    assert s["expert_forward_rows"] == {e: distinct for e in curated["config"].curation.experts}
+
+
+def test_each_unique_image_captioned_once(curated):
+    captions = curated["summary"]["captions"]
+    assert captions == {"generated": 6, "reused": 1}   # 7 items, 6 distinct images
+
+
+def test_rerun_skips_finished_work(curated):
+    summary = run_curation(curated["config"], str(curated["input"]), str(curated["run_dir"]))
+    assert summary["run"]["units_run"] == 0 and summary["run"]["units_skipped"] == 4
+    assert summary["pairs"] == curated["summary"]["pairs"]
+    manifests = list((curated["run_dir"] / "_units").glob("*.json"))
+    assert len(manifests) == 4
+    assert json.loads((curated["run_dir"] / "summary.json").read_text())["rows_conserved"]
+
+
+def test_a_changed_input_is_refused(curated, tmp_path):
+    other = write_jsonl(tmp_path / "other.jsonl", curated["rows"][:2])
+    with pytest.raises(ValueError, match="different input"):
+        run_curation(curated["config"], str(other), str(curated["run_dir"]))
