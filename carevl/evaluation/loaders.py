@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import pyarrow.parquet as pq
+
+from carevl.data import io as dio
 
 LABELS = ("A", "B", "tie")
 _IMAGE_PLACEHOLDER = re.compile(r"[ \t]*<image>[ \t]*\n?")
@@ -53,23 +54,15 @@ def vl_rewardbench_category(item_id: str) -> str:
     return "general"
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL or Parquet file as dicts. A line that is not JSON raises, naming the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file not found: {path}")
-    if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    return rows
+def read_records(uri: str | Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL or Parquet dataset (one file, or a folder of part files; local path or URI).
+
+    A JSONL line that is not a JSON object comes back as {"_error", "_source"}, to be quarantined.
+    """
+    uri = str(uri)
+    if dio.dataset_format(uri) == "parquet":
+        return dio.read_table(uri, "parquet").to_pylist()
+    return list(dio.iter_jsonl_rows(uri, bad_lines="mark"))
 
 
 def _image_from_column(value: Any) -> tuple[str | None, bytes | None]:
@@ -150,7 +143,10 @@ def _collect(rows: Iterable[dict[str, Any]], make_item, number_repeats: bool = F
     quarantine: list[dict[str, Any]] = []
     seen: dict[str, int] = {}
     for index, row in enumerate(rows):
-        row_id = row.get("id") if isinstance(row, dict) else None
+        if "_error" in row:  # a line of the file that is not a JSON object
+            quarantine.append({"id": f"<{row['_source']}>", "reason": row["_error"]})
+            continue
+        row_id = row.get("id")
         if row_id is None or str(row_id) == "":
             quarantine.append({"id": f"<row {index}>", "reason": "missing field 'id'"})
             continue
@@ -213,10 +209,12 @@ def _pairwise_item(row: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 def load_pairwise(path: str | Path) -> LoadedBenchmark:
     """Generic pairwise JSONL/Parquet: {id, image, question, response_a, response_b, label, category}.
 
-    `label` is A, B or tie (MLLM-as-a-Judge's pair settings, paper Table 2). A relative image path is
-    read relative to the data file's folder.
+    `label` is A, B or tie (MLLM-as-a-Judge's pair settings, paper Table 2). `path` is a file or a folder
+    of part files (e.g. `ray_jobs.synth_data --eval-pairs`). A relative image path is read relative to
+    the data file's folder (or the given folder).
     """
-    base_dir = Path(path).resolve().parent
+    local = Path(path)
+    base_dir = local.resolve() if local.is_dir() else local.resolve().parent
     return pairwise_from_rows(read_records(path), base_dir)
 
 

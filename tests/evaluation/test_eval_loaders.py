@@ -109,8 +109,19 @@ def test_pairwise_jsonl_and_parquet(tmp_path):
         assert reasons["2"] == "duplicate id"
 
 
-def test_bad_json_line_names_the_line(tmp_path):
+def test_bad_json_line_is_quarantined_with_its_place(tmp_path):
     path = tmp_path / "x.jsonl"
-    path.write_text('{"id": "1"}\n{not json\n')
-    with pytest.raises(ValueError, match=r"x.jsonl:2"):
-        load_pairwise(path)
+    path.write_text('{"id": "1", "question": "q", "response_a": "a", "response_b": "b", "label": "A"}\n{not json\n')
+    loaded = load_pairwise(path)
+    assert [it["id"] for it in loaded.items] == ["1"]
+    assert loaded.quarantine == [{"id": f"<{path}:2>", "reason": "invalid_json"}]
+
+
+def test_pairwise_folder_of_part_files(tmp_path):
+    from carevl.data.synth import write_eval_pairs
+
+    write_eval_pairs(str(tmp_path / "eval"), 5, seed=3, shard_size=2)
+    loaded = load_pairwise(tmp_path / "eval")
+    assert len(loaded.items) == 5 and loaded.quarantine == []
+    assert all(it["image_path"].startswith("data:image/") for it in loaded.items)
+    assert {it["label"] for it in loaded.items} <= {"A", "B", "tie"}
