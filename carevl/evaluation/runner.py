@@ -49,6 +49,8 @@ class EvalRequest:
 
 def load_benchmark(config: CarevlConfig, request: EvalRequest) -> LoadedBenchmark:
     """The benchmark's items in their own A/B order, plus quarantined rows."""
+    if request.images and request.benchmark != "vl_rewardbench":
+        raise ValueError("--images applies to vl_rewardbench only (pairwise rows name their own images)")
     if request.benchmark == "vl_rewardbench":
         if not request.input:
             raise ValueError("--input is required for vl_rewardbench (its data.jsonl or parquet)")

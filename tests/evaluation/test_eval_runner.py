@@ -179,3 +179,14 @@ def test_limit_keeps_first_items_of_the_seeded_order(tmp_path):
     first_ids = [json.loads(x)["id"] for x in (tmp_path / "b" / "predictions.jsonl").read_text().splitlines()]
     order = [json.loads(x)["id"] for x in (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()]
     assert first_ids == order[:3]
+
+
+def test_request_errors_name_the_flag(tmp_path):
+    config = load_config()
+    with pytest.raises(ValueError, match="--images"):
+        evaluate(config, EvalRequest("pairwise", "r", str(tmp_path / "o"), input="x.jsonl", images="imgs"),
+                 judge_fn=longer_answer_judge())
+    with pytest.raises(ValueError, match="--input is required"):
+        evaluate(config, EvalRequest("vl_rewardbench", "r", str(tmp_path / "o")), judge_fn=longer_answer_judge())
+    with pytest.raises(ValueError, match="--benchmark"):
+        evaluate(config, EvalRequest("mmbench", "r", str(tmp_path / "o")), judge_fn=longer_answer_judge())
