@@ -112,6 +112,7 @@ class RefineConfig(StrictModel):
     strategy: Literal["best_to_worse", "lowest_incorrect", "highest_incorrect", "all_incorrect"] = (
         "best_to_worse"
     )
+    unit_rows: int = Field(64, ge=1, description="input pairs per work unit (the grain of output files and resume)")
 
 
 class ServeLimits(StrictModel):

@@ -3,7 +3,7 @@
     low-confidence pairs -> m critiques (SFT model pool) -> rubric scores (scorer pool)
         -> negative sampling (refine.strategy) -> DPO rows
 
-Work is cut into units of `UNIT_ROWS` input rows per file. The driver streams results back and, once
+Work is cut into units of `refine.unit_rows` input rows per file. The driver streams results back and, once
 every row of a unit has arrived, writes the unit's files atomically and then its manifest in `_units/`
 (the commit point). A re-run skips units with a manifest and deletes what a killed run left of the
 others, so every input pair is accounted for exactly once. Output folder (PAIRS_DIR):
@@ -32,7 +32,6 @@ from carevl.refine.negatives import select_pairs
 
 log = logging.getLogger(__name__)
 
-UNIT_ROWS = 64
 CRITIQUE_COLUMNS = ("pair_id", "item_id", "label", "low_reason", "critiques", "verdicts", "correct", "scores",
                     "score_status", "score_replies", "chosen_index", "rejected_indices", "skip_reason")
 DPO_SCHEMA = pa.schema([
@@ -76,7 +75,7 @@ def dpo_rows(pair: dict[str, Any], strategy: str) -> list[dict[str, Any]]:
              "rejected_verdict": pair["verdicts"][r]} for r in pair["rejected_indices"]]
 
 
-def plan_units(input_uri: str, unit_rows: int = UNIT_ROWS) -> list:
+def plan_units(input_uri: str, unit_rows: int) -> list:
     """Work units over the input Parquet files, in file order (row counts from file metadata)."""
     from carevl.curation.units import WorkUnit
 
@@ -191,7 +190,7 @@ def run_refine(config: CarevlConfig, input_uri: str, sft_model: str, output: str
     from carevl.ray_utils import init_ray
 
     start = time.perf_counter()
-    units = plan_units(input_uri)
+    units = plan_units(input_uri, config.refine.unit_rows)
     done = set(completed_units(output))
     _remove_unfinished(output, done)
     todo = [u for u in units if u.unit_id not in done]

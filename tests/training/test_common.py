@@ -1,0 +1,61 @@
+"""TRL config pass-through, LoRA placement and vision freezing (no Ray)."""
+import pytest
+from trl import DPOConfig, SFTConfig
+
+from carevl.config import ConfigError, LoraSpec, load_config
+from carevl.training import common
+from carevl.training.freeze import freeze_vision, vision_encoder, vision_parameter_names
+
+
+def test_trainer_keys_pass_through_to_trl(tmp_path):
+    args = common.trl_args(SFTConfig, "sft", {"learning_rate": 3e-5, "num_train_epochs": 3, "bf16": False},
+                           output_dir=str(tmp_path), use_cpu=True)
+    assert (args.learning_rate, args.num_train_epochs) == (3e-5, 3)
+    dpo = common.trl_args(DPOConfig, "dpo", {"beta": 0.01, "bf16": False}, output_dir=str(tmp_path))
+    assert dpo.beta == 0.01
+
+
+def test_unknown_trainer_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"sft\.trainer\.learnin_rate: not a field of TRL's SFTConfig"):
+        common.trl_args(SFTConfig, "sft", {"learnin_rate": 1e-5}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"dpo\.trainer\.output_dir: set by the job"):
+        common.trl_args(DPOConfig, "dpo", {"output_dir": "x"}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"sft\.trainer"):
+        common.trl_args(SFTConfig, "sft", {"lr_scheduler_type": "no-such-schedule"}, output_dir=str(tmp_path))
+
+
+def test_presets_trainer_sections_are_valid_trl_configs(tmp_path, repo_root):
+    for preset in ("tiny.yaml", "paper.yaml"):
+        config = load_config(repo_root / "configs" / preset)
+        for cls, name in ((SFTConfig, "sft"), (DPOConfig, "dpo")):
+            stage = getattr(config, name)
+            trainer = {**stage.trainer, "bf16": False}  # bf16 validation needs a GPU
+            common.trl_args(cls, name, trainer, **common.fixed_trainer_fields(stage, str(tmp_path), 0))
+
+
+@pytest.fixture(scope="module")
+def micro_model():
+    from carevl.models.loading import load_vlm
+
+    config = load_config(overrides=["models.vlm.path=tiny:vlm_micro"])
+    return load_vlm(config.models["vlm"], config.paths.model_cache_dir())[0]
+
+
+def test_freeze_vision_stops_gradients_only_in_the_encoder(micro_model):
+    frozen = freeze_vision(micro_model)
+    names = vision_parameter_names(micro_model)
+    assert frozen == sum(p.numel() for p in vision_encoder(micro_model).parameters())
+    for name, param in micro_model.named_parameters():
+        assert param.requires_grad == (name not in names), name
+    assert any("multi_modal_projector" in n for n, p in micro_model.named_parameters() if p.requires_grad)
+
+
+def test_lora_adapters_skip_the_vision_encoder(micro_model):
+    from peft import get_peft_model
+
+    names = sorted(vision_parameter_names(micro_model))
+    prefix = names[0].split(".vision_tower.")[0] + ".vision_tower"
+    peft_model = get_peft_model(micro_model, common.lora_config(LoraSpec(r=4), prefix))
+    lora = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
+    assert lora and not any("vision_tower" in n for n in lora)
+    assert any("language_model" in n for n in lora)
