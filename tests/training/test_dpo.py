@@ -1,0 +1,53 @@
+"""DPO through Ray Train with 2 CPU workers: reference = the frozen starting model, margins rise."""
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from train_checks import MICRO, assert_generates, assert_trained, micro_folder, stage_overrides
+
+from carevl.config import load_config
+from carevl.judge_format import format_judgement, swap_choice
+from carevl.training.dpo import dpo_example, run_dpo
+
+
+def _dpo_rows(curated_pairs, folder):
+    """Refinement-style rows: a correct, specific critique preferred over a wrong, vague one."""
+    rows = []
+    for pair in pq.read_table(curated_pairs / "low").to_pylist():
+        label = pair["label"]
+        rows.append({**{k: pair[k] for k in ("pair_id", "item_id", "question", "image_path", "image_bytes",
+                                             "response_a", "response_b", "label")},
+                     "chosen": format_judgement(label, f"Answer {label} matches what the image shows."),
+                     "rejected": format_judgement(swap_choice(label), "It seems better."),
+                     "chosen_score": 80.0, "rejected_score": 20.0})
+    (folder / "dpo").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), folder / "dpo" / "part-00000.parquet")
+    return len(rows)
+
+
+def test_dpo_example_skips_empty_and_identical_critiques():
+    row = {"pair_id": "p", "question": "q", "response_a": "a", "response_b": "b"}
+    assert dpo_example({**row, "chosen": "Verdict: A", "rejected": ""}) == (None, "empty_critique")
+    assert dpo_example({**row, "chosen": "Verdict: A", "rejected": "Verdict: A"}) == (None, "chosen_equals_rejected")
+    example, reason = dpo_example({**row, "chosen": "Verdict: A", "rejected": "Verdict: B"})
+    assert reason is None and example["chosen"][0]["role"] == "assistant"
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, curated_pairs, tmp_path):
+    n = _dpo_rows(curated_pairs, tmp_path / "pairs")
+    config = load_config(overrides=MICRO + stage_overrides("dpo", max_steps=4, save_steps=2,
+                                                           learning_rate=5e-4, beta=0.1))
+    base = micro_folder()
+    summary = run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
+    assert summary["data"]["examples"] == n and summary["global_step"] == 4
+    history = [e for e in summary["train_metrics"]["log_history"] if "rewards/margins" in e]
+    assert all(math.isfinite(e["loss"]) for e in history)
+    assert history[0]["rewards/margins"] < history[-1]["rewards/margins"]
+    assert history[-1]["rewards/margins"] > 0
+    assert_trained(base, tmp_path / "dpo" / "model")
+    assert_generates(tmp_path / "dpo" / "model")

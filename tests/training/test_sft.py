@@ -1,0 +1,57 @@
+"""SFT through Ray Train with 2 CPU workers on the micro LLaVA: killed mid-run, re-run, then checked."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from train_checks import MICRO, assert_generates, assert_trained, micro_folder, stage_overrides
+
+
+def _command(curated_pairs, out):
+    sets = ["ray.num_cpus=2", *MICRO, *stage_overrides("sft", max_steps=6, save_steps=2, learning_rate=1e-3)]
+    return [sys.executable, "-m", "ray_jobs.train_sft", "--input", str(curated_pairs / "high"),
+            "--output", str(out), *[a for s in sets for a in ("--set", s)]]
+
+
+def _wait_for_checkpoint(proc, out, timeout_s=600) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if list((out / "checkpoints" / "sft").glob("checkpoint_*/checkpoint/trainer_state.json")):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(curated_pairs, tmp_path, repo_root):
+    out = tmp_path / "sft"
+    cmd = _command(curated_pairs, out)
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            saw_checkpoint = _wait_for_checkpoint(proc, out)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started
+            proc.wait()
+    assert saw_checkpoint, (tmp_path / "first.log").read_text()[-3000:]
+    assert not (out / "model").exists()
+
+    rerun = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed_from_step"] >= 2 and summary["global_step"] == 6
+    assert summary["data"]["examples"] == summary["data"]["rows"] > 0
+    losses = [e["loss"] for e in summary["train_metrics"]["log_history"] if "loss" in e]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert not (out / "scratch").exists()
+
+    assert_trained(micro_folder(), out / "model")
+    assert isinstance(assert_generates(out / "model"), str)
