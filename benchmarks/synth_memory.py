@@ -4,8 +4,9 @@
                                       [--tracemalloc] [--keep DIR]
 
 Each size runs in a fresh process (so `ru_maxrss` is that run's own peak). Reported per run: bytes
-written, the process's RSS after imports and a one-item warm-up write (the baseline), its peak RSS, and the ratios
-peak / bytes written and (peak - baseline) / bytes written. Bounded memory shows as a peak that stays
+written, the data's decoded (Arrow) size, the process's RSS after imports and a one-item warm-up write
+(the baseline), its peak RSS, and the ratios peak / bytes written, peak / decoded size and
+(peak - baseline) / bytes written. Bounded memory shows as a peak that stays
 flat while the items (and bytes) grow. `--tracemalloc` also reports the peak of Python-level
 allocations (slower).
 """
@@ -48,7 +49,21 @@ def child(args: argparse.Namespace) -> None:
         traced = tracemalloc.get_traced_memory()[1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
     print(json.dumps({"items": args.child_items, "bytes": result.bytes_written, "files": len(result.files),
+                      "arrow_bytes": _uncompressed_bytes(result.files, args.format),
                       "baseline_rss": baseline, "peak_rss": peak, "traced_peak": traced, "seconds": seconds}))
+
+
+def _uncompressed_bytes(files: list[str], fmt: str) -> int:
+    """The data's decoded (Arrow) size, from Parquet row-group metadata; for JSONL the text size."""
+    if fmt != "parquet":
+        return sum(os.path.getsize(f) for f in files)
+    import pyarrow.parquet as pq
+
+    total = 0
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        total += sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    return total
 
 
 def _mib(n: int | None) -> str:
@@ -71,8 +86,8 @@ def main() -> None:
 
     print("command: python benchmarks/synth_memory.py " + " ".join(sys.argv[1:]))
     print(f"format={args.format} shard_size={args.shard_size}")
-    print(f"{'items':>10} {'written MiB':>12} {'base RSS':>9} {'peak RSS':>9} {'py peak':>9} "
-          f"{'peak/written':>13} {'(peak-base)/written':>20} {'items/s':>9}", flush=True)
+    print(f"{'items':>10} {'written MiB':>12} {'data MiB':>9} {'base RSS':>9} {'peak RSS':>9} {'py peak':>9} "
+          f"{'peak/written':>13} {'peak/data':>10} {'(peak-base)/written':>20} {'items/s':>8}", flush=True)
     root = args.keep or tempfile.mkdtemp(prefix="synth_memory_")
     rows = []
     try:
@@ -84,9 +99,10 @@ def main() -> None:
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             r = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(r)
-            print(f"{r['items']:>10} {_mib(r['bytes']):>12} {_mib(r['baseline_rss'])} {_mib(r['peak_rss'])} "
-                  f"{_mib(r['traced_peak'])} {r['peak_rss'] / r['bytes']:>13.3f} "
-                  f"{(r['peak_rss'] - r['baseline_rss']) / r['bytes']:>20.4f} {r['items'] / r['seconds']:>9.0f}",
+            print(f"{r['items']:>10} {_mib(r['bytes']):>12} {_mib(r['arrow_bytes'])} {_mib(r['baseline_rss'])} "
+                  f"{_mib(r['peak_rss'])} {_mib(r['traced_peak'])} {r['peak_rss'] / r['bytes']:>13.3f} "
+                  f"{r['peak_rss'] / r['arrow_bytes']:>10.3f} "
+                  f"{(r['peak_rss'] - r['baseline_rss']) / r['bytes']:>20.4f} {r['items'] / r['seconds']:>8.0f}",
                   flush=True)
             if not args.keep:
                 shutil.rmtree(out, ignore_errors=True)
