@@ -65,3 +65,19 @@ def tiny_overrides(unit_items: int) -> list[str]:
     """The fastest real models: the micro VLM for captions, short captions, small work units."""
     return ["models.vlm.path=tiny:vlm_micro", "models.vlm.generation.max_new_tokens=8",
             f"curation.unit_items={unit_items}", "curation.progress_interval_s=2"]
+
+
+def kill_processes_mentioning(marker: str) -> int:
+    """SIGKILL the processes whose command line contains `marker` (a unique temp dir this test gave
+    the Ray it started), by pid; returns how many were killed."""
+    import psutil
+
+    killed = 0
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                proc.kill()
+                killed += 1
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return killed
