@@ -27,13 +27,16 @@ import pyarrow.parquet as pq
 
 from carevl.config import CarevlConfig
 from carevl.data import io as dio
-from carevl.refine.critiques import CritiqueSampler, CritiqueScorer, as_table, with_columns
+from carevl.refine.critiques import ADDED_TYPES, CritiqueSampler, CritiqueScorer, as_table, with_columns
 from carevl.refine.negatives import select_pairs
 
 log = logging.getLogger(__name__)
 
-CRITIQUE_COLUMNS = ("pair_id", "item_id", "label", "low_reason", "critiques", "verdicts", "correct", "scores",
-                    "score_status", "score_replies", "chosen_index", "rejected_indices", "skip_reason")
+CRITIQUE_SCHEMA = pa.schema(
+    [(name, pa.string()) for name in ("pair_id", "item_id", "label", "low_reason")]
+    + [(name, ADDED_TYPES[name]) for name in ("critiques", "verdicts", "correct", "scores", "score_status",
+                                              "score_replies", "chosen_index", "rejected_indices", "skip_reason")]
+)
 DPO_SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("item_id", pa.string()), ("question", pa.string()),
     ("image_path", pa.string()), ("image_bytes", pa.binary()), ("caption", pa.string()),
@@ -112,7 +115,8 @@ def _write_unit(output: str, unit, pairs: list[dict[str, Any]], strategy: str) -
     rows = [r for p in pairs for r in dpo_rows(p, strategy)]
     name = f"{unit.unit_id}.parquet"
     dio.write_table(pa.Table.from_pylist(rows, schema=DPO_SCHEMA), dio.join(output, "dpo", name))
-    critiques = pa.Table.from_pylist([{k: p.get(k) for k in CRITIQUE_COLUMNS} for p in pairs])
+    critiques = pa.Table.from_pylist([{k: p.get(k) for k in CRITIQUE_SCHEMA.names} for p in pairs],
+                                     schema=CRITIQUE_SCHEMA)
     dio.write_table(critiques, dio.join(output, "critiques", name))
     stats = {"pairs": len(pairs), "dpo_rows": len(rows),
              "skipped": dict(Counter(p["skip_reason"] for p in pairs if p["skip_reason"] is not None)),
