@@ -124,7 +124,7 @@ def collect_summary(run: Path) -> dict:
     for report in sorted((run / "eval").glob("*/report.json")):
         evals[report.parent.name] = _read_json(report).get("metrics", {})
     return {
-        "curation": {k: curation.get(k) for k in ("counts", "input_rows", "pairs", "quarantined") if k in curation},
+        "curation": {k: curation.get(k) for k in ("input_rows", "quarantined_items", "pairs", "low_reasons") if k in curation},
         "refine": {k: v for k, v in refine.items() if k in ("dpo_rows", "pairs_used", "skipped", "counts")},
         "sft": _read_json(run / "sft" / "summary.json"),
         "dpo": _read_json(run / "dpo" / "summary.json"),
@@ -139,6 +139,7 @@ def format_summary(summary: dict) -> str:
         if summary.get(section):
             lines.append(f"{section:>10}: {json.dumps(summary[section], default=str)}")
     for name, metrics in summary.get("evaluation", {}).items():
-        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in metrics.items()}
+        flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in flat.items()}
         lines.append(f"{'eval':>10}: {name}: {json.dumps(shown, default=str)}")
     return "\n".join(lines)
