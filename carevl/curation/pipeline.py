@@ -238,18 +238,19 @@ def run_curation(config: CarevlConfig, input_uri: str, run_dir: str) -> dict[str
     if progress.pending or progress.finished != len(todo):
         raise RuntimeError(f"curation ended with {len(todo) - progress.finished} unfinished units")
     U.remove_unfinished(run_dir, {u.unit_id for u in units})  # staged leftovers of retried tasks only
-    return _finish(config, run_dir, units, len(done), progress)
+    return _finish(config, run_dir, units, len(done), progress, needs_candidates)
 
 
 def _finish(config: CarevlConfig, run_dir: str, units: list[U.WorkUnit], skipped: int,
-            progress: _Progress) -> dict[str, Any]:
+            progress: _Progress, with_candidates: bool) -> dict[str, Any]:
     cur = config.curation
     stats = empty_stats()
     for manifest in U.completed_units(run_dir).values():
         merge_stats(stats, manifest["stats"])
     seconds = time.monotonic() - progress.start
-    used = {"caption_model": cur.caption_model, **{f"expert:{e}": e for e in cur.experts},
-            **{f"candidate:{c.model}": c.model for c in cur.candidates}}
+    used = {"caption_model": cur.caption_model, **{f"expert:{e}": e for e in cur.experts}}
+    if with_candidates:
+        used.update({f"candidate:{c.model}": c.model for c in cur.candidates})
     if cur.strong_judge.model:
         used["strong_judge"] = cur.strong_judge.model
     run = {"units_total": len(units), "units_run": progress.finished, "units_skipped": skipped,

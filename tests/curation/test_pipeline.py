@@ -98,3 +98,44 @@ def test_a_changed_input_is_refused(curated, tmp_path):
     other = write_jsonl(tmp_path / "other.jsonl", curated["rows"][:2])
     with pytest.raises(ValueError, match="different input"):
         run_curation(curated["config"], str(other), str(curated["run_dir"]))
+
+
+@pytest.fixture(scope="module")
+def generated(ray_local, provider, tmp_path_factory):
+    """Items without responses: candidates from the micro VLM (greedy and t=1), verdicts from an
+    OpenAI-compatible endpoint (a real local HTTP server)."""
+    from carevl.data.synth import SynthSpec, make_item
+    import base64
+
+    root = tmp_path_factory.mktemp("generated")
+    rows = [make_item(21, i, SynthSpec(with_responses=False)) for i in range(3)]
+    for row in rows:
+        row["image_bytes"] = base64.b64encode(row["image_bytes"]).decode()
+    write_jsonl(root / "items.jsonl", rows)
+    # Candidates from the SmolLM2-backed VLM (the micro one's random weights mostly say nothing).
+    overrides = tiny_overrides(unit_items=2) + [
+        "models.vlm.resources.num_cpus=0.25",
+        "models.cand.path=tiny:vlm", "models.cand.kind=vlm", "models.cand.dtype=float32",
+        "models.cand.generation.max_new_tokens=12", "models.cand.resources.num_cpus=0.25",
+        "curation.candidates=[{model: cand, temperature: 0.0}, {model: cand, temperature: 1.0}]",
+        "models.api_judge.path=judge-model", "models.api_judge.kind=vlm", "models.api_judge.backend=openai",
+        f"models.api_judge.endpoint={provider.endpoint}",
+        "curation.strong_judge.backend=openai", "curation.strong_judge.model=api_judge",
+        f"paths.request_cache={root / 'requests'}"]
+    config = load_config(overrides=overrides)
+    summary = run_curation(config, str(root / "items.jsonl"), str(root / "run"))
+    return dict(summary=summary, run_dir=root / "run", rows=rows)
+
+
+def test_candidates_and_endpoint_judge_end_to_end(generated, provider):
+    s, run_dir = generated["summary"], generated["run_dir"]
+    assert s["input_rows"] == 3 and s["rows_conserved"]
+    assert set(s["quarantine_reasons"]) <= {"too_few_distinct_responses", "empty_response"}
+    pairs = _read(run_dir / "high") + _read(run_dir / "low")
+    assert s["processed_items"] >= 1
+    assert len(pairs) == s["pairs"]["total"] == s["processed_items"]      # two candidates -> one pair each
+    for p in pairs:
+        assert p["judge_status"] == "ok" and p["judge_choice"] == "A" and p["judge_explanation"].startswith("call")
+    assert s["judge_status"] == ({"ok": len(pairs)} if pairs else {})
+    assert sum(1 for b in provider.bodies if b["model"] == "judge-model") >= len(pairs)
+    assert "candidate:cand" in s["model_ids"] and s["model_ids"]["strong_judge"] == "judge-model [openai]"
