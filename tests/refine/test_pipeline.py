@@ -16,7 +16,7 @@ from carevl.refine.pipeline import apply_strategy, dpo_rows, run_refine
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
 MICRO = ["models.vlm.path=tiny:vlm_micro", "refine.num_samples=3", "refine.max_new_tokens=12",
-         "refine.unit_rows=5", "models.scorer.generation.max_new_tokens=6"]
+         "refine.unit_rows=2", "models.scorer.generation.max_new_tokens=6"]
 KNOWN_SKIPS = {NO_CORRECT, NO_SCORED_CORRECT, NO_REJECTED, "no_label"}
 
 
@@ -51,7 +51,7 @@ def test_refine_end_to_end_and_resume(ray_local, tmp_path):
 
     # A run killed after its first unit: the other units' files and manifests are gone.
     units = sorted(p.stem for p in (out / "_units").glob("*.json"))
-    assert len(units) == 3
+    assert len(units) == (counts["low"] + 1) // 2 >= 2
     for unit in units[1:]:
         (out / "_units" / f"{unit}.json").unlink()
         (out / "critiques" / f"{unit}.parquet").unlink()
@@ -60,8 +60,8 @@ def test_refine_end_to_end_and_resume(ray_local, tmp_path):
     assert again["pairs"] == counts["low"] and len(_read(out / "critiques")) == counts["low"]
     assert sorted(p.stem for p in (out / "_units").glob("*.json")) == units
     assert not [p for p in (out / "dpo").iterdir() if p.name.startswith(".")]
-    redone = {r["pair_id"]: r for r in _read(out / "critiques")}
-    assert all(redone[p]["critiques"] == by_pair[p]["critiques"] for p in by_pair)  # seeded sampling repeats
+    kept = {r["pair_id"]: r for r in _read(out / "critiques" / f"{units[0]}.parquet")}
+    assert kept and all(kept[p] == by_pair[p] for p in kept)  # the finished unit was not redone
 
 
 @pytest.mark.slow

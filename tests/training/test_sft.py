@@ -20,9 +20,15 @@ def _command(curated_pairs, out):
 
 
 def _wait_for_checkpoint(proc, out, timeout_s=600) -> bool:
+    """True once Ray Train has registered a TRL checkpoint (listed in its snapshot of the run)."""
+    snapshot = out / "checkpoints" / "sft" / "checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        if list((out / "checkpoints" / "sft").glob("checkpoint_*/checkpoint/trainer_state.json")):
+        try:
+            results = json.loads(snapshot.read_text())["checkpoint_results"]
+        except (OSError, ValueError, KeyError):
+            results = []
+        if any((out / "checkpoints" / "sft" / r["checkpoint_dir_name"] / "checkpoint").is_dir() for r in results):
             return True
         time.sleep(0.5)
     return False
