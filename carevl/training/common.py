@@ -197,9 +197,16 @@ def fit(name: str, stage: TrainStageConfig, paths: TrainPaths, worker: Callable[
 
 
 def final_checkpoint(paths: TrainPaths, name: str) -> Path | None:
-    """The final-model checkpoint of run `name` in Ray Train storage, if training got that far."""
+    """The final-model checkpoint of run `name` in Ray Train storage, if Ray Train registered it
+    (a folder copied only partly before a kill is not listed in the run's snapshot)."""
     folder = paths.checkpoints / name / FINAL_DIR_NAME
-    return folder if (folder / TRAINING_LOG).is_file() else None
+    snapshot = paths.checkpoints / name / "checkpoint_manager_snapshot.json"
+    try:
+        results = json.loads(snapshot.read_text()).get("checkpoint_results", [])
+    except (OSError, ValueError):
+        return None
+    registered = any(r.get("checkpoint_dir_name") == FINAL_DIR_NAME for r in results)
+    return folder if registered and (folder / TRAINING_LOG).is_file() else None
 
 
 def publish_final(paths: TrainPaths, name: str, summary: dict[str, Any]) -> dict[str, Any]:
