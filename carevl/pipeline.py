@@ -72,6 +72,18 @@ def plan_stages(opts: PipelineOptions) -> list[Stage]:
     return stages
 
 
+def no_dpo_rows(run: Path) -> bool:
+    """True when refinement finished but every low-confidence pair was skipped (no correct critique)."""
+    summary = _read_json(run / "refine" / "summary.json")
+    return bool(summary) and summary.get("dpo_rows", 0) == 0
+
+
+def trained_judge(run: Path) -> Path:
+    """The judge to serve: the DPO model, or the SFT model when DPO had nothing to train on."""
+    dpo = run / "dpo" / "model"
+    return dpo if dpo.is_dir() else run / "sft" / "model"
+
+
 def stage_done(stage: Stage) -> bool:
     return (stage.output / MARKER).is_file()
 
@@ -101,6 +113,10 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     opts.run_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float | str] = {}
     for stage in plan_stages(opts):
+        if stage.name in ("train_dpo", "eval_synthetic_dpo", "eval_vlrb_dpo") and no_dpo_rows(opts.run_dir):
+            print(f"=== {stage.name}: skipped, refinement built no DPO pairs (see refine/summary.json)", flush=True)
+            timings[stage.name] = "no DPO pairs"
+            continue
         if stage_done(stage):
             print(f"=== {stage.name}: already complete, skipped", flush=True)
             timings[stage.name] = "skipped"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from carevl.cli import parse_job_args
-from carevl.pipeline import PipelineOptions, format_summary, run_pipeline
+from carevl.pipeline import PipelineOptions, format_summary, run_pipeline, trained_judge
 
 VL_REWARDBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "vl_rewardbench" / "data.jsonl"
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     if x.demo:
         from carevl.demo import serve_and_query
 
-        serve_and_query(args.config, Path(args.output) / "dpo" / "model", config_args)
+        serve_and_query(args.config, trained_judge(Path(args.output)), config_args)
 
 
 if __name__ == "__main__":

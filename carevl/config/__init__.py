@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,12 +117,18 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b=c` -> ("a.b", c), the value read as YAML so numbers, booleans and lists keep their type."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+    value = yaml.safe_load(raw) if raw.strip() else None
+    if isinstance(value, str) and _FLOAT_RE.match(value):
+        value = float(value)  # YAML 1.1 reads "2e-3" as a string; pass-through dicts (TRL fields) need a number
+    return key.strip(), value
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -76,6 +76,7 @@ def test_cross_field_checks(override, message):
 
 def test_overrides_keep_yaml_types_and_apply_in_order():
     assert parse_override("a.b=[1, 2]") == ("a.b", [1, 2])
+    assert parse_override("sft.trainer.learning_rate=2e-3") == ("sft.trainer.learning_rate", 0.002)
     cfg = load_config(TINY, ["curation.tau=5", "curation.tau=4", "models.vlm.resources.concurrency=[1,3]"])
     assert cfg.curation.tau == 4 and cfg.models["vlm"].resources.concurrency == (1, 3)
     assert cfg.config_hash() != load_config(TINY).config_hash()
