@@ -25,11 +25,10 @@ from carevl.data.images import load_image
 from carevl.data.synth import synth_eval_pairs
 from carevl.judge_format import VERDICT_PREFIX, judge_messages
 
-# Fast CPU defaults for the micro LLaVA; any of them can be overridden with --set.
+# Fast CPU settings on top of the tiny preset (whose judge is the micro LLaVA); --set overrides them,
+# e.g. --set models.judge.path=tiny:vlm for the SmolLM2-backed judge.
 DEFAULTS = [
-    "models.vlm.path=tiny:vlm_micro",
-    "sft.num_workers=2", "sft.trainer.num_train_epochs=3", "sft.trainer.learning_rate=2.0e-3",
-    "sft.trainer.save_steps=1000", "sft.trainer.logging_steps=5",
+    "sft.num_workers=2", "sft.trainer.save_steps=1000", "sft.trainer.logging_steps=5",
     "dpo.num_workers=2", "dpo.trainer.num_train_epochs=2", "dpo.trainer.learning_rate=2.0e-4",
     "dpo.trainer.beta=0.1", "dpo.trainer.save_steps=1000", "dpo.trainer.logging_steps=5",
     "refine.num_samples=4", "refine.max_new_tokens=40", "refine.temperature=0.7",
@@ -59,7 +58,9 @@ def run(config: CarevlConfig, out: Path, items: int, eval_pairs: int, seed: int)
 
     held_out = [p for p in synth_eval_pairs(eval_pairs, seed) if p["label"] != "tie"]
     counts = write_synthetic_pairs(str(out / "run"), items, seed) if not (out / "run").exists() else {}
-    results: dict = {"items": items, "curated_pairs": counts, "held_out_pairs": len(held_out)}
+    results: dict = {"judge_model": config.models[config.sft.judge_model].path, "items": items,
+                     "curated_pairs": counts, "held_out_pairs": len(held_out)}
+    print(f"judge backbone: {results['judge_model']}", flush=True)
     results["before"] = judge_accuracy(config, None, held_out)
     sft = run_sft(config, str(out / "run" / "high"), str(out / "sft"))
     results["sft_train_seconds"] = sft["train_seconds"]

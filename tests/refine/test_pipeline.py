@@ -13,9 +13,10 @@ from carevl.models.loading import resolve_model_path
 from carevl.refine.critiques import CritiqueScorer
 from carevl.refine.negatives import NO_CORRECT, NO_REJECTED, NO_SCORED_CORRECT
 from carevl.refine.pipeline import apply_strategy, dpo_rows, run_refine
+from carevl.training.common import judge_spec
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
-MICRO = ["models.vlm.path=tiny:vlm_micro", "refine.num_samples=3", "refine.max_new_tokens=12",
+MICRO = ["models.judge.path=tiny:vlm_micro", "refine.num_samples=3", "refine.max_new_tokens=12",
          "refine.unit_rows=2", "models.scorer.generation.max_new_tokens=6"]
 KNOWN_SKIPS = {NO_CORRECT, NO_SCORED_CORRECT, NO_REJECTED, "no_label"}
 
@@ -29,7 +30,7 @@ def _read(folder):
 def test_refine_end_to_end_and_resume(ray_local, tmp_path):
     counts = write_synthetic_pairs(str(tmp_path / "run"), 6, seed=1)
     config = load_config(overrides=MICRO)
-    critic = resolve_model_path(config.models["vlm"], config.paths.model_cache_dir())[0]
+    critic = resolve_model_path(judge_spec(config), config.paths.model_cache_dir())[0]
     out = tmp_path / "pairs"
     summary = run_refine(config, str(tmp_path / "run" / "low"), critic, str(out))
 

@@ -37,8 +37,8 @@ def test_presets_trainer_sections_are_valid_trl_configs(tmp_path, repo_root):
 def micro_model():
     from carevl.models.loading import load_vlm
 
-    config = load_config(overrides=["models.vlm.path=tiny:vlm_micro"])
-    return load_vlm(config.models["vlm"], config.paths.model_cache_dir())[0]
+    config = load_config(overrides=["models.judge.path=tiny:vlm_micro"])
+    return load_vlm(common.judge_spec(config), config.paths.model_cache_dir())[0]
 
 
 def test_freeze_vision_stops_gradients_only_in_the_encoder(micro_model):

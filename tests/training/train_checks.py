@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-MICRO = ["models.vlm.path=tiny:vlm_micro"]
+MICRO = ["models.judge.path=tiny:vlm_micro"]
 
 
 def stage_overrides(stage: str, **trainer) -> list[str]:
@@ -18,9 +18,10 @@ def micro_folder() -> Path:
     """Where the untrained micro LLaVA lives (built on first use)."""
     from carevl.config import load_config
     from carevl.models.loading import resolve_model_path
+    from carevl.training.common import judge_spec
 
     config = load_config(overrides=MICRO)
-    return Path(resolve_model_path(config.models["vlm"], config.paths.model_cache_dir())[0])
+    return Path(resolve_model_path(judge_spec(config), config.paths.model_cache_dir())[0])
 
 
 def _load(folder: Path):
