@@ -52,16 +52,23 @@ def resolve_settings(args: JudgeAppArgs) -> tuple[ServeConfig, CarevlConfig]:
 
 
 def resolve_model_spec(settings: ServeConfig, config: CarevlConfig) -> ModelSpec:
-    """The judge's ModelSpec: a `models` entry by key, else a checkpoint path / `tiny:<role>`.
+    """The judge's ModelSpec: a `models` entry by key; else a checkpoint path (or `tiny:<role>`) that
+    inherits dtype, max_length, generation and resources from the judge backbone it was trained from
+    (`sft.judge_model`).
 
-    Rows per forward pass follow `max_batch_size`, so one dynamic batch is one model call.
+    The service runs the model with transformers whatever backend the entry names (vLLM serving of
+    the judge is not implemented). Rows per forward pass follow `max_batch_size`, so one dynamic
+    batch is one model call.
     """
     if settings.model in config.models:
         spec = config.models[settings.model].model_copy(deep=True)
-        if spec.kind != "vlm":
-            raise ValueError(f"serve.model '{settings.model}' has kind '{spec.kind}'; the judge needs a vlm")
+        if spec.kind != "vlm" or spec.backend == "openai":
+            raise ValueError(f"serve.model '{settings.model}' is a {spec.kind} model with backend "
+                             f"'{spec.backend}'; the judge needs local vlm weights")
     else:
-        spec = ModelSpec(path=settings.model, kind="vlm")
+        backbone = config.models[config.sft.judge_model]
+        spec = backbone.model_copy(deep=True, update={"path": settings.model, "gguf_file": None, "revision": None})
+    spec.backend = "transformers"
     spec.resources.batch_size = settings.max_batch_size
     if settings.num_cpus is not None:
         spec.resources.num_cpus = settings.num_cpus

@@ -56,16 +56,25 @@ def test_unknown_or_invalid_args_are_refused():
 
 def test_model_key_of_wrong_kind_is_refused():
     settings, config = resolve_settings(JudgeAppArgs.model_validate({"model": "rm_llama"}))
-    with pytest.raises(ValueError, match="needs a vlm"):
+    with pytest.raises(ValueError, match="needs local vlm weights"):
         resolve_model_spec(settings, config)
 
 
-def test_a_path_model_gets_a_vlm_spec_and_explicit_resources():
+def test_a_checkpoint_path_inherits_the_backbone_settings_and_takes_explicit_resources():
     settings, config = resolve_settings(JudgeAppArgs.model_validate(
         {"model": "/ckpt/judge", "num_gpus": 0.5, "num_cpus": 2, "max_batch_size": 8}))
     spec = resolve_model_spec(settings, config)
+    backbone = config.models[config.sft.judge_model]
     assert (spec.path, spec.kind, spec.resources.num_gpus, spec.resources.batch_size) == ("/ckpt/judge", "vlm", 0.5, 8)
+    assert (spec.dtype, spec.max_length, spec.generation) == (backbone.dtype, backbone.max_length, backbone.generation)
     assert deployment_options(settings, spec)["ray_actor_options"] == {"num_cpus": 2.0, "num_gpus": 0.5}
+
+
+def test_paper_checkpoint_is_served_with_transformers_in_bfloat16():
+    settings, config = resolve_settings(JudgeAppArgs.model_validate(
+        {"config": "configs/paper.yaml", "model": "/ckpt/dpo/model"}))
+    spec = resolve_model_spec(settings, config)
+    assert (spec.backend, spec.dtype, spec.resources.num_gpus) == ("transformers", "bfloat16", 1)
 
 
 def test_api_token_comes_from_the_named_variable(monkeypatch):
