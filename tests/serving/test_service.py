@@ -48,8 +48,10 @@ def base_url(ray_local):
                                         "batch_wait_timeout_s": 0.02, "api_token_env": TOKEN_ENV,
                                         "limits": LIMITS})
     # A deliberately narrow deployment: one request in flight, one queued, the rest must get 503 at once.
+    # It also runs under an autoscaling config (pinned to one replica) to exercise that deployment path.
     narrow = JudgeAppArgs.model_validate({**common, "default_mode": "explain", "max_new_tokens": 32,
-                                          "max_batch_size": 2, "max_ongoing_requests": 1, "max_queued_requests": 1})
+                                          "max_batch_size": 2, "max_ongoing_requests": 1, "max_queued_requests": 1,
+                                          "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}})
     try:
         serve.run(build_app(main), name="judge", route_prefix="/")
         serve.run(build_app(narrow), name="narrow", route_prefix="/narrow")
@@ -100,6 +102,9 @@ def test_explain_mode_returns_the_judgement_and_its_parsed_verdict(client):
     verdict = parse_verdict(result.judgement)
     assert result.winner == verdict and result.explanation == parse_explanation(result.judgement)
     assert result.p_a == (None if verdict is None else float(verdict == "A"))
+    checked = client.judge("What is shown?", "a square", "a circle", image=_image(1), mode="explain", swap_check=True)
+    assert isinstance(checked.swap_consistent, bool)
+    assert (checked.winner is None) == (checked.p_a is None)
 
 
 def test_swap_check_combines_both_orders(client):
