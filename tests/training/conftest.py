@@ -1,9 +1,79 @@
-"""Fixtures of the training tests (helpers live in train_checks.py)."""
+"""Fixtures of the training tests: tiny curated pairs, fast Ray Train settings and checks on a trained
+model folder (handed to tests as fixtures, since test folders are not importable packages)."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
+
+MICRO = ["models.judge.path=tiny:vlm_micro"]
+
+
+def stage_overrides(stage: str, **trainer) -> list[str]:
+    """Small, fast Ray Train settings: 2 CPU workers, no bf16 autocast or checkpointing on CPU."""
+    base = {"bf16": False, "gradient_checkpointing": False, "logging_steps": 1, **trainer}
+    return [f"{stage}.num_workers=2"] + [f"{stage}.trainer.{k}={v}" for k, v in base.items()]
+
+
+def micro_folder() -> Path:
+    """Where the untrained micro LLaVA lives (built on first use)."""
+    from carevl.config import load_config
+    from carevl.models.loading import resolve_model_path
+    from carevl.training.common import judge_spec
+
+    config = load_config(overrides=MICRO)
+    return Path(resolve_model_path(judge_spec(config), config.paths.model_cache_dir())[0])
+
+
+def _load(folder: Path):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    return AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+
+
+def assert_trained(base: Path, trained: Path) -> None:
+    """Every language-side parameter tensor changed; every vision-encoder tensor is identical."""
+    from carevl.training.freeze import vision_parameter_names
+
+    before, _ = _load(base)
+    after, _ = _load(trained)
+    vision = vision_parameter_names(before)
+    assert vision, "the model should have a vision encoder"
+    old = dict(before.named_parameters())
+    unchanged, changed_vision = [], []
+    for name, param in after.named_parameters():
+        same = torch.equal(param, old[name])
+        if name in vision and not same:
+            changed_vision.append(name)
+        if name not in vision and same:
+            unchanged.append(name)
+    assert not changed_vision, f"frozen vision parameters changed: {changed_vision[:5]}"
+    assert not unchanged, f"trainable parameters did not change: {unchanged[:5]}"
+
+
+def assert_generates(folder: Path) -> str:
+    """The saved model reloads with from_pretrained and generates new tokens for a judge prompt."""
+    from PIL import Image
+
+    from carevl.judge_format import judge_messages
+
+    model, processor = _load(folder)
+    text = processor.apply_chat_template(judge_messages("How many circles?", "Two.", "Three."),
+                                         add_generation_prompt=True, tokenize=False)
+    image = Image.new("RGB", (64, 64), "red")
+    inputs = processor(text=[text], images=[image], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    new = out[0, inputs["input_ids"].shape[1]:]
+    assert new.numel() > 0
+    return processor.decode(new, skip_special_tokens=True)
+
+
+@pytest.fixture(scope="session")
+def checks() -> SimpleNamespace:
+    return SimpleNamespace(MICRO=MICRO, stage_overrides=stage_overrides, micro_folder=micro_folder,
+                           assert_trained=assert_trained, assert_generates=assert_generates)
 
 
 @pytest.fixture(scope="session")

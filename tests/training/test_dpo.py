@@ -6,7 +6,6 @@ import math
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from train_checks import MICRO, assert_generates, assert_trained, micro_folder, stage_overrides
 
 from carevl.config import load_config
 from carevl.judge_format import format_judgement, swap_choice
@@ -38,16 +37,16 @@ def test_dpo_example_skips_empty_and_identical_critiques():
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, curated_pairs, tmp_path):
+def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, checks, curated_pairs, tmp_path):
     n = _dpo_rows(curated_pairs, tmp_path / "pairs")
-    config = load_config(overrides=MICRO + stage_overrides("dpo", max_steps=4, save_steps=2,
+    config = load_config(overrides=checks.MICRO + checks.stage_overrides("dpo", max_steps=4, save_steps=2,
                                                            learning_rate=5e-4, beta=0.1))
-    base = micro_folder()
+    base = checks.micro_folder()
     summary = run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
     assert summary["data"]["examples"] == n and summary["global_step"] == 4
     history = [e for e in summary["train_metrics"]["log_history"] if "rewards/margins" in e]
     assert all(math.isfinite(e["loss"]) for e in history)
     assert history[0]["rewards/margins"] < history[-1]["rewards/margins"]
     assert history[-1]["rewards/margins"] > 0
-    assert_trained(base, tmp_path / "dpo" / "model")
-    assert_generates(tmp_path / "dpo" / "model")
+    checks.assert_trained(base, tmp_path / "dpo" / "model")
+    checks.assert_generates(tmp_path / "dpo" / "model")

@@ -10,11 +10,11 @@ import sys
 import time
 
 import pytest
-from train_checks import MICRO, assert_generates, assert_trained, micro_folder, stage_overrides
 
 
-def _command(curated_pairs, out):
-    sets = ["ray.num_cpus=2", *MICRO, *stage_overrides("sft", max_steps=12, save_steps=2, learning_rate=1e-3)]
+def _command(checks, curated_pairs, out):
+    stage = checks.stage_overrides("sft", max_steps=12, save_steps=2, learning_rate=1e-3)
+    sets = ["ray.num_cpus=2", *checks.MICRO, *stage]
     return [sys.executable, "-m", "ray_jobs.train_sft", "--input", str(curated_pairs / "high"),
             "--output", str(out), *[a for s in sets for a in ("--set", s)]]
 
@@ -36,9 +36,9 @@ def _wait_for_checkpoint(proc, out, timeout_s=600) -> bool:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(curated_pairs, tmp_path, repo_root):
+def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_pairs, tmp_path, repo_root):
     out = tmp_path / "sft"
-    cmd = _command(curated_pairs, out)
+    cmd = _command(checks, curated_pairs, out)
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -59,5 +59,5 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(curated_pairs, t
     assert losses and all(math.isfinite(x) for x in losses)
     assert not (out / "scratch").exists()
 
-    assert_trained(micro_folder(), out / "model")
-    assert isinstance(assert_generates(out / "model"), str)
+    checks.assert_trained(checks.micro_folder(), out / "model")
+    assert isinstance(checks.assert_generates(out / "model"), str)
