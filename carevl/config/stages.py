@@ -53,8 +53,8 @@ class CurationConfig(StrictModel):
     strong_judge: StrongJudgeConfig = Field(default_factory=StrongJudgeConfig)
     limits: InputLimits = Field(default_factory=InputLimits)
     rows_per_output_file: int = Field(50_000, ge=1)
-    unit_items: int = Field(1_000, ge=1, description="input rows per work unit: the grain of output files "
-                            "and of resume (a re-run redoes only unfinished units)")
+    unit_items: int = Field(1_000, ge=1, description="input rows per work unit: the grain of output files, "
+                            "of resume (a re-run redoes only unfinished units) and of pipelining between stages")
     task_num_cpus: float = Field(0.25, gt=0, description="CPUs per light task (read, validate, write)")
     caption_store: str | None = Field(None, description="folder/URI of stored captions, shared across runs; "
                                       "None: RUN_DIR/captions")

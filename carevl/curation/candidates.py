@@ -12,10 +12,8 @@ from carevl.config import ModelSpec
 from carevl.config.stages import InputLimits, StrongJudgeConfig
 from carevl.curation.backends import make_generator
 from carevl.curation.columns import ItemStage, active_rows, load_row_images, set_reason
-from carevl.curation.pairs import PairError
-from carevl.curation.validate import (
-    EMPTY_RESPONSE, RESPONSE_TOO_LONG, TOO_FEW_DISTINCT, attach_pairs, distinct_indices,
-)
+from carevl.curation.pairs import PairError, distinct_indices
+from carevl.curation.validate import EMPTY_RESPONSE, RESPONSE_TOO_LONG, TOO_FEW_DISTINCT, attach_pairs
 
 
 def answer_messages(question: str) -> list[dict]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,9 +138,10 @@ def build_dataset(config: CarevlConfig, todo: list[U.WorkUnit], ctx: ValidationC
     for members in expert_groups(config).values():
         specs = [models[m] for m in members]
         backend = "vllm" if any(s.backend == "vllm" for s in specs) else "transformers"
-        ds = ds.map_batches(ExpertScorer, fn_constructor_kwargs=dict(experts={m: models[m] for m in members},
-                                                                     model_cache=cache),
-                            **pool(group_resources(specs), backend))
+        resources = group_resources(specs)
+        ds = ds.map_batches(ExpertScorer, fn_constructor_kwargs=dict(
+            experts={m: models[m] for m in members}, model_cache=cache,
+            num_threads=max(1, math.ceil(resources.num_cpus))), **pool(resources, backend))
     check_fits(pools, cur.task_num_cpus)
     return ds.map_batches(write_outputs, batch_size=cur.unit_items, fn_kwargs=dict(
         run_dir=run_dir, experts=cur.experts, tau=cur.effective_tau, rows_per_file=cur.rows_per_output_file),

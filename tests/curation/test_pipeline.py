@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from itertools import combinations
 from pathlib import Path
 
 import pyarrow.parquet as pq

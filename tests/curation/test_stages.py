@@ -1,12 +1,10 @@
 """Curation stages called directly on dict batches (no cluster): the same objects Ray Data runs."""
 from __future__ import annotations
 
-import io
 import json
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from carevl.config import REPO_ROOT, load_config
 from carevl.config.stages import InputLimits

@@ -1,0 +1,243 @@
+"""Curation throughput and memory, measured in one run on this machine.
+
+Throughput (same models, same items, 5 responses each = 10 pairs per item, captions pre-computed once
+into a shared caption store so none of the three measurements pays for them):
+  job    the curation job on Ray Data (`run_curation`, end to end: planning, actor start-up and model
+         loading included, strong-judge backend `column`);
+  naive  one process, every pair, every expert: a forward pass over both sides of the pair;
+  raw    one process running only the batched forward passes over the same distinct texts.
+Reported: job/naive (target >= 4) and job/raw (target >= 0.85).
+
+Memory: the job run as a subprocess at each requested size (in pairs) with the fastest models (the
+micro caption VLM, the four micro reward models, judge backend `column`); the proportional set size of
+every process of that run (driver, raylet, GCS, workers; Ray gets a private temp dir so they can be
+found) is sampled once a second and the peak of the sum reported. Flat means it does not grow with size.
+
+    python benchmarks/curate_throughput.py --items 40 --memory-pairs 10000 100000 --workdir /tmp/cb
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import combinations
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MICRO_EXPERTS = ["rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral"]
+
+
+def write_items(folder: Path, n_items: int, seed: int) -> Path:
+    from carevl.data.synth import SynthSpec, write_synth_items
+
+    if not folder.exists():
+        write_synth_items(str(folder), n_items, seed, SynthSpec(min_responses=5, max_responses=5),
+                          shard_size=10_000)
+    return folder
+
+
+def overrides(caption_store: Path, experts: list[str], unit_items: int, experts_cpus: float) -> list[str]:
+    sets = ["models.vlm.path=tiny:vlm_micro", "models.vlm.generation.max_new_tokens=8",
+            "models.vlm.resources.num_cpus=0.25", "curation.task_num_cpus=0.25",
+            f"curation.unit_items={unit_items}", f"curation.caption_store={caption_store}",
+            f"curation.experts=[{', '.join(experts)}]", "curation.progress_interval_s=30"]
+    sets += [f"models.{e}.resources.num_cpus={experts_cpus}" for e in experts]
+    return sets
+
+
+# ----------------------------------------------------------------------------------------- throughput
+
+def load_items(folder: Path) -> list[dict]:
+    from carevl.data.io import read_table
+
+    return read_table(str(folder)).to_pylist()
+
+
+def precompute_captions(config, items: list[dict], store: Path) -> dict[str, str]:
+    """Caption every image once into the shared store (excluded from all timings)."""
+    from carevl.curation.captions import Captioner
+    from carevl.data.images import image_key
+
+    import torch
+
+    torch.set_num_threads(1)
+    captioner = Captioner(config.models["vlm"], str(config.paths.model_cache_dir()), str(store),
+                          config.curation.limits)
+    keys = [image_key(it["image_path"], it["image_bytes"]) for it in items]
+    for start in range(0, len(items), 16):
+        chunk = items[start:start + 16]
+        captioner({"image_key": keys[start:start + 16], "image_path": [it["image_path"] for it in chunk],
+                   "image_bytes": [it["image_bytes"] for it in chunk], "reason": [None] * len(chunk)})
+    return captioner.store.lookup(set(keys))
+
+
+def baselines(config, items: list[dict], captions: dict[str, str], naive_items: int, threads: int) -> dict:
+    """(raw) batched forwards over distinct texts and (naive) both sides of every pair, pairs/s each."""
+    import torch
+
+    from carevl.curation.experts import RewardScorer
+    from carevl.curation.pairs import distinct_indices
+    from carevl.data.images import image_key
+
+    torch.set_num_threads(threads)  # the same as the job's expert actor (its CPUs, rounded up)
+    scorers = {e: RewardScorer(config.models[e], config.paths.model_cache_dir()) for e in config.curation.experts}
+    pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in items)
+    caption = [captions[image_key(it["image_path"], it["image_bytes"])] for it in items]
+    batch = min(config.models[e].resources.batch_size for e in config.curation.experts)
+    raw = 0.0
+    for scorer in scorers.values():
+        texts = [scorer.render(caption[i], it["question"], it["responses"][r])
+                 for i, it in enumerate(items) for r in distinct_indices(it["responses"])]
+        per_call = batch * 5  # the job's expert batch: `batch` items of 5 distinct responses
+        t0 = time.perf_counter()
+        for start in range(0, len(texts), per_call):
+            scorer.score(texts[start:start + per_call])
+        raw += time.perf_counter() - t0
+    subset = items[:naive_items]
+    naive_pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in subset)
+    t0 = time.perf_counter()
+    for i, it in enumerate(subset):
+        for a, b in combinations(distinct_indices(it["responses"]), 2):
+            for scorer in scorers.values():
+                scorer.score([scorer.render(caption[i], it["question"], it["responses"][a]),
+                              scorer.render(caption[i], it["question"], it["responses"][b])])
+    naive = time.perf_counter() - t0
+    return {"pairs": pairs, "raw_seconds": raw, "raw_pairs_per_s": pairs / raw,
+            "naive_pairs": naive_pairs, "naive_seconds": naive, "naive_pairs_per_s": naive_pairs / naive}
+
+
+def throughput(args, workdir: Path) -> dict:
+    from carevl.config import load_config
+    from carevl.curation.pipeline import run_curation
+
+    items_dir = write_items(workdir / f"items_{args.items}", args.items, seed=7)
+    store = workdir / "captions"
+    experts = args.experts or load_config().curation.experts
+    sets = overrides(store, experts, unit_items=args.unit_items, experts_cpus=args.experts_cpus)
+    sets += [f"models.{e}.resources.batch_size={args.batch}" for e in experts]
+    config = load_config(overrides=sets + ["ray.num_cpus=2"])
+    items = load_items(items_dir)
+    captions = precompute_captions(config, items, store)
+    run_dir = workdir / "run_throughput"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    summary = run_curation(config, str(items_dir), str(run_dir))
+    import ray
+
+    ray.shutdown()
+    base = baselines(config, items, captions, min(args.naive_items, len(items)), math.ceil(args.experts_cpus))
+    job = summary["run"]["pairs_per_second"]
+    return {"items": len(items), "experts": experts, "job_pairs_per_s": job, "job_seconds": summary["run"]["seconds"],
+            "captions_generated_by_job": summary["captions"].get("generated", 0), **base,
+            "job_over_naive": job / base["naive_pairs_per_s"], "job_over_raw": job / base["raw_pairs_per_s"]}
+
+
+# --------------------------------------------------------------------------------------------- memory
+
+def _pss_of_run(driver_pid: int, marker: str) -> int:
+    import psutil
+
+    total = 0
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid == driver_pid or any(marker in part for part in proc.info["cmdline"] or []):
+                total += proc.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total
+
+
+def _kill_run(marker: str) -> None:
+    """Stop what is left of the run's Ray (its processes carry the private temp dir), by pid."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                proc.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+
+
+def _pairs_published(run_dir: Path) -> int:
+    total = 0
+    for manifest in (run_dir / "_units").glob("*.json"):
+        total += sum(json.loads(manifest.read_text())["stats"]["pairs"].values())
+    return total
+
+
+def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None) -> dict:
+    n_items = pairs // 10
+    items_dir = write_items(workdir / f"items_{n_items}", n_items, seed=9)
+    run_dir = workdir / f"run_memory_{pairs}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    ray_tmp = tempfile.mkdtemp(prefix="cbm", dir="/tmp")
+    cmd = [sys.executable, "-m", "ray_jobs.curate", "--input", str(items_dir), "--output", str(run_dir),
+           "--set", "ray.num_cpus=2"]
+    for s in overrides(workdir / f"captions_{pairs}", MICRO_EXPERTS, unit_items, experts_cpus=1.0):
+        cmd += ["--set", s]
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "HF_HUB_OFFLINE": "1"}
+    peak, samples = 0, []
+    log = open(workdir / f"memory_{pairs}.log", "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    t0 = time.monotonic()
+    try:
+        while proc.poll() is None:
+            now = _pss_of_run(proc.pid, ray_tmp)
+            peak = max(peak, now)
+            samples.append(now)
+            if max_seconds and time.monotonic() - t0 > max_seconds:
+                proc.send_signal(signal.SIGINT)  # stop here; what was published so far is reported
+                proc.wait(timeout=120)
+                break
+            time.sleep(1.0)
+    finally:
+        _kill_run(ray_tmp)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+        log.close()
+    quarters = [round(samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20, 1) for q in (1, 2, 3)] \
+        if samples else []
+    return {"pairs_in_input": pairs, "items": n_items, "returncode": proc.returncode,
+            "completed": (run_dir / "summary.json").exists(), "pairs_written": _pairs_published(run_dir),
+            "seconds": round(time.monotonic() - t0, 1), "peak_pss_mib": round(peak / 2**20, 1),
+            "pss_mib_at_25_50_75_percent_of_run": quarters}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=40, help="items (x10 pairs) for the throughput run")
+    parser.add_argument("--naive-items", type=int, default=10, help="items the naive loop times (it is a rate)")
+    parser.add_argument("--experts", nargs="*", default=None, help="expert keys (default: the preset's M=5)")
+    parser.add_argument("--experts-cpus", type=float, default=1.0,
+                        help="CPUs of the expert pool (its torch threads, rounded up; baselines use as many)")
+    parser.add_argument("--batch", type=int, default=8, help="items per expert batch")
+    parser.add_argument("--unit-items", type=int, default=1000)
+    parser.add_argument("--memory-pairs", type=int, nargs="*", default=[10_000])
+    parser.add_argument("--memory-max-seconds", type=float, default=None,
+                        help="stop a memory run after this long (reports the pairs published by then)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--workdir", default="/tmp/curate_bench")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    report: dict = {}
+    if not args.skip_throughput:
+        report["throughput"] = throughput(args, workdir)
+        print(json.dumps(report["throughput"], indent=2), flush=True)
+    report["memory"] = []
+    for pairs in args.memory_pairs:
+        report["memory"].append(memory(pairs, workdir, args.unit_items, args.memory_max_seconds))
+        print(json.dumps(report["memory"][-1]), flush=True)
+    (workdir / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
