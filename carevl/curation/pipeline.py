@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,7 +155,8 @@ def run_fingerprint(config: CarevlConfig, input_uri: str) -> str:
     used = {cur.caption_model, *cur.experts, *(c.model for c in cur.candidates)}
     if cur.strong_judge.model:
         used.add(cur.strong_judge.model)
-    keep = {"input": input_uri, "unit_items": cur.unit_items, "tau": cur.effective_tau, "experts": cur.experts,
+    source = input_uri if "://" in input_uri else os.path.abspath(os.path.expanduser(input_uri))
+    keep = {"input": source, "unit_items": cur.unit_items, "tau": cur.effective_tau, "experts": cur.experts,
             "judge": cur.strong_judge.backend, "candidates": [c.model_dump() for c in cur.candidates],
             "models": {m: config.models[m].model_dump(exclude={"resources"}) for m in sorted(used)},
             "limits": cur.limits.model_dump(), "seed": config.seed}
