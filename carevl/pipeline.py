@@ -141,7 +141,7 @@ def collect_summary(run: Path) -> dict:
         evals[report.parent.name] = _read_json(report).get("metrics", {})
     return {
         "curation": {k: curation.get(k) for k in ("input_rows", "quarantined_items", "pairs", "low_reasons") if k in curation},
-        "refine": {k: v for k, v in refine.items() if k in ("dpo_rows", "pairs_used", "skipped", "counts")},
+        "refine": {k: v for k, v in refine.items() if k in ("input_pairs", "dpo_rows", "used_pairs", "skipped", "score_status")},
         "sft": _read_json(run / "sft" / "summary.json"),
         "dpo": _read_json(run / "dpo" / "summary.json"),
         "evaluation": evals,
