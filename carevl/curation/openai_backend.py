@@ -22,6 +22,7 @@ import httpx
 from PIL import Image
 
 from carevl.config import ModelSpec
+from carevl.models.templates import continuation_kwargs, continues_reply
 from carevl.data.images import encode_data_url
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,9 @@ class OpenAIGenerator:
                     "temperature": temperature, "max_tokens": max_new_tokens, "top_p": self.spec.generation.top_p}
             if seed is not None:
                 body["seed"] = seed
+            if continues_reply(conversation):
+                # vLLM's OpenAI-compatible server continues the trailing assistant message with these.
+                body.update(continuation_kwargs(conversation))
             bodies.append(body)
         self.last_results = self.client.complete(bodies)
         return [[r.text] if r.text is not None else None for r in self.last_results]

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image
 
 from carevl.config import ModelSpec
+from carevl.models.templates import continuation_kwargs, continues_reply
 
 # What each Ray Data LLM task type means to the vLLM engine (mirrors ray.data.llm's engine stage).
 RUNNER_BY_TASK: dict[str, dict[str, str]] = {
@@ -131,7 +132,11 @@ class VLLMChatGenerator:
         params = self._vllm.SamplingParams(**sampling_kwargs(self.spec, temperature, max_new_tokens,
                                                               num_samples, seed))
         conversations = [vllm_messages(m, image) for m, image in zip(messages, images, strict=True)]
-        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        flags = {continues_reply(m) for m in messages}
+        if len(flags) > 1:
+            raise ValueError("a batch mixes pre-filled replies with new turns; vLLM renders a batch one way")
+        template = continuation_kwargs(messages[0]) if messages else {}
+        outputs = self.llm.chat(conversations, params, use_tqdm=False, **template)
         return [[o.text.strip() for o in out.outputs] for out in outputs]
 
 

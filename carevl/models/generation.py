@@ -3,7 +3,9 @@
 `VLMGenerator` (image + chat) serves the caption model, candidate generation, the local strong judge
 and critique sampling; `TextGenerator` (chat only) serves the critique scorer. Both take a list of
 conversations in transformers' message format and return one list of `num_samples` strings per
-conversation. Temperature 0 means greedy decoding.
+conversation. Temperature 0 means greedy decoding. A conversation whose last message is from the
+assistant is continued from that message (a pre-filled reply start such as "Score:"); only the
+continuation is returned.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from PIL import Image
 
 from carevl.config import ModelSpec
 from carevl.models.loading import load_causal_lm, load_vlm
+from carevl.models.templates import continuation_kwargs
 
 
 class _ChatGenerator:
@@ -32,7 +35,7 @@ class _ChatGenerator:
         raise NotImplementedError
 
     def _prompts(self, messages: list[list[dict]], assistant_prefix: str) -> list[str]:
-        return [self.chat.apply_chat_template(m, add_generation_prompt=True, tokenize=False) + assistant_prefix
+        return [self.chat.apply_chat_template(m, tokenize=False, **continuation_kwargs(m)) + assistant_prefix
                 for m in messages]
 
     def _batches(self, messages, images, assistant_prefix: str = ""):

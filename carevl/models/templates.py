@@ -9,6 +9,20 @@ from __future__ import annotations
 
 IMAGE_TOKEN = "<image>"
 
+
+def continues_reply(conversation: list[dict]) -> bool:
+    """True when the conversation ends with a (pre-filled) assistant message to be continued."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
+def continuation_kwargs(conversation: list[dict]) -> dict:
+    """Chat-template flags (transformers and vLLM share them): continue a trailing assistant message,
+    otherwise open a new assistant turn."""
+    if continues_reply(conversation):
+        return {"add_generation_prompt": False, "continue_final_message": True}
+    return {"add_generation_prompt": True}
+
+
 # Renders `message['content']` (a string or a list of parts) into the variable `text`.
 _CONTENT_MACRO = """\
 {%- macro render(content, allow_images) -%}

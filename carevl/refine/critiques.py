@@ -22,7 +22,7 @@ from carevl.config import InputLimits, ModelSpec
 from carevl.data.images import ImageError, load_image
 from carevl.judge_format import judge_messages, parse_verdict
 from carevl.refine.negatives import NO_CORRECT
-from carevl.refine.rubric import parse_score, rubric_messages
+from carevl.refine.rubric import full_reply, parse_score, rubric_messages
 
 NO_LABEL = "no_label"
 NOT_SCORED = "not_scored"
@@ -153,7 +153,8 @@ class CritiqueScorer:
                 messages.append(rubric_messages(row["question"], row["caption"], row["response_a"],
                                                 row["response_b"], row["label"], critique))
         replies = self._generate(messages) if messages else []
-        for (i, j), reply in zip(where, replies):
+        for (i, j), continuation in zip(where, replies):
+            reply = full_reply(continuation)
             score, status = parse_score(reply)
             rows[i]["scores"][j] = None if score is None else float(score)
             rows[i]["score_status"][j] = status

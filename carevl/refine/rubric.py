@@ -49,13 +49,9 @@ Critique to grade:
 
 Add up the four criteria and reply with one line in exactly this form: Score: <total from 0 to 100>"""
 
-# One short exchange before the real request shows the reply format. Small scorers otherwise answer
-# in free text that the strict parser (rightly) refuses; large ones are not hurt by it.
-FORMAT_EXAMPLE = [
-    {"role": "user", "content": "Grade this critique from 0 to 100 and reply with one line 'Score: <total>'.\n"
-                                "Reference choice: Answer A\nCritique:\nVerdict: B\nExplanation: B."},
-    {"role": "assistant", "content": "Score: 12"},
-]
+# The scorer's reply is pre-filled with this, so even a small scorer answers with a number right away
+# (a worked example in the prompt made small scorers copy the example's number instead).
+SCORE_REPLY_PREFIX = "Score:"
 
 # Scoring statuses recorded next to every score.
 SCORE_OK = "ok"
@@ -70,7 +66,8 @@ _VALUE_RE = re.compile(r"^[\s*_]*(?P<n>[+-]?\d+)(?:\s*/\s*100)?[\s*_.]*$")
 
 def rubric_messages(question: str, caption: str | None, answer_a: str, answer_b: str,
                     reference: str, critique: str) -> list[dict]:
-    """Chat messages asking the scorer to grade one critique (paper 3.5, Tables 4-5).
+    """Chat messages asking the scorer to grade one critique (paper 3.5, Tables 4-5), ending with the
+    pre-filled start of its reply (`SCORE_REPLY_PREFIX`); generation continues that message.
 
     `reference` is the pair's label, "A" or "B", in the same A/B order the critique saw.
     """
@@ -80,7 +77,13 @@ def rubric_messages(question: str, caption: str | None, answer_a: str, answer_b:
         question=question, caption=caption or "(no caption)", answer_a=answer_a, answer_b=answer_b,
         reference=reference, critique=critique.strip() or "(empty)",
     )
-    return [{"role": "system", "content": SCORER_SYSTEM}, *FORMAT_EXAMPLE, {"role": "user", "content": text}]
+    return [{"role": "system", "content": SCORER_SYSTEM}, {"role": "user", "content": text},
+            {"role": "assistant", "content": SCORE_REPLY_PREFIX}]
+
+
+def full_reply(continuation: str | None) -> str | None:
+    """The scorer's whole reply: the pre-filled prefix plus what it generated after it."""
+    return None if continuation is None else f"{SCORE_REPLY_PREFIX} {continuation.strip()}"
 
 
 def parse_score(text: str | None) -> tuple[int | None, str]:

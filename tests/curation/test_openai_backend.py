@@ -95,3 +95,17 @@ def test_openai_messages_requires_an_image_for_image_parts():
         openai_messages(judge_messages("q", "a", "b"), None)
     text_only = openai_messages(judge_messages("q", "a", "b", with_image=False), None)
     assert text_only[1]["content"][0]["type"] == "text"
+
+
+def test_a_prefilled_reply_is_sent_for_continuation(provider, tmp_path, monkeypatch):
+    monkeypatch.setenv("CAREVL_TEST_KEY", SECRET)
+    spec = ModelSpec(path="scorer", kind="vlm", backend="openai", endpoint=provider.endpoint,
+                     api_key_env="CAREVL_TEST_KEY")
+    gen = OpenAIGenerator(spec, tmp_path / "cache", max_retries=1, backoff_s=0.01)
+    prefilled = [{"role": "user", "content": "grade prefill"}, {"role": "assistant", "content": "Score:"}]
+    gen.generate([prefilled], [None], temperature=0.0, max_new_tokens=4)
+    sent = provider.bodies[-1]
+    assert sent["messages"][-1] == {"role": "assistant", "content": "Score:"}
+    assert sent["continue_final_message"] is True and sent["add_generation_prompt"] is False
+    gen.generate([[{"role": "user", "content": "grade plain"}]], [None], temperature=0.0, max_new_tokens=4)
+    assert "continue_final_message" not in provider.bodies[-1]

@@ -76,3 +76,23 @@ def test_loading_a_vllm_model_without_vllm_says_what_is_missing(paper, tmp_path)
 
     with pytest.raises(ImportError, match="gpu extra"):
         make_scorer(paper.models["inf-orm-70b"], tmp_path)
+
+
+def test_prefilled_replies_are_continued_by_the_chat_call(paper, monkeypatch):
+    from carevl.curation import vllm_backend
+
+    class FakeLLM:  # records how `LLM.chat` is called; vLLM itself needs a GPU
+        def chat(self, conversations, params, use_tqdm, **template):
+            self.template = template
+            return []
+
+    gen = vllm_backend.VLLMChatGenerator.__new__(vllm_backend.VLLMChatGenerator)
+    gen.spec, gen.llm = paper.models["gpt-4o"], FakeLLM()
+    gen._vllm = type("V", (), {"SamplingParams": staticmethod(lambda **kw: kw)})
+    ask = [{"role": "user", "content": "grade"}]
+    gen.generate([ask + [{"role": "assistant", "content": "Score:"}]], [None], temperature=0.0, max_new_tokens=4)
+    assert gen.llm.template == {"add_generation_prompt": False, "continue_final_message": True}
+    gen.generate([ask], [None], temperature=0.0, max_new_tokens=4)
+    assert gen.llm.template == {"add_generation_prompt": True}
+    with pytest.raises(ValueError, match="mixes"):
+        gen.generate([ask, ask + [{"role": "assistant", "content": "Score:"}]], [None, None], 0.0, 4)

@@ -97,3 +97,12 @@ def test_text_generator_answers_and_scores(scorer):
     scores = scorer.score_next_token([[{"role": "user", "content": "Rate this from 1 to 5."}]],
                                      ["1", "2", "3", "4", "5"], assistant_prefix="Score: ")
     assert scores.shape == (1, 5) and np.isfinite(scores).all()
+
+
+def test_a_prefilled_reply_is_continued_not_reopened(scorer):
+    ask = [{"role": "user", "content": "Rate Paris as a capital from 0 to 100."}]
+    [prompt_new, prompt_cont] = scorer._prompts([ask, ask + [{"role": "assistant", "content": "Score:"}]], "")
+    assert prompt_cont.endswith("Score:") and prompt_cont.startswith(prompt_new)
+    [[reply]] = scorer.generate([ask + [{"role": "assistant", "content": "Score:"}]], temperature=0.0,
+                                max_new_tokens=3)
+    assert "Score" not in reply  # only the continuation comes back

@@ -2,15 +2,16 @@
 import pytest
 
 from carevl.refine.rubric import (
-    SCORE_AMBIGUOUS, SCORE_MALFORMED, SCORE_MISSING, SCORE_OK, SCORE_OUT_OF_RANGE, parse_score,
-    rubric_messages,
+    SCORE_AMBIGUOUS, SCORE_MALFORMED, SCORE_MISSING, SCORE_OK, SCORE_OUT_OF_RANGE, SCORE_REPLY_PREFIX,
+    full_reply, parse_score, rubric_messages,
 )
 
 
 def test_prompt_shows_every_input_and_the_four_criteria():
     msgs = rubric_messages("How many cats?", "two cats on a sofa", "Two.", "Three.", "A",
                            "Verdict: A\nExplanation: the caption says two cats.")
-    text = msgs[-1]["content"]
+    assert msgs[-1] == {"role": "assistant", "content": SCORE_REPLY_PREFIX}  # the reply is pre-filled
+    text = msgs[-2]["content"]
     for part in ("How many cats?", "two cats on a sofa", "Answer A: Two.", "Answer B: Three.",
                  "Reference choice: Answer A", "the caption says two cats"):
         assert part in text
@@ -56,3 +57,11 @@ def test_valid_scores(text, expected):
 ])
 def test_unparseable_scores_are_none_with_status(text, status):
     assert parse_score(text) == (None, status)
+
+
+@pytest.mark.parametrize("continuation,expected", [
+    (" 72", (72, SCORE_OK)), ("72\nbecause", (72, SCORE_OK)), (" 0.5", (None, SCORE_MALFORMED)),
+    ("", (None, SCORE_MALFORMED)), (None, (None, SCORE_MISSING)),
+])
+def test_the_generated_continuation_is_read_after_the_prefill(continuation, expected):
+    assert parse_score(full_reply(continuation)) == expected
