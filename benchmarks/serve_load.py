@@ -29,6 +29,8 @@ from pydantic import BaseModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ray starts its workers at nice 15 by default; the baseline server runs at nice 0. Same priority for both.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 THREADS = 2  # torch threads for either server (the machine has 2 cores)
 
@@ -75,7 +77,7 @@ def serve_baseline(model: str, port: int, max_new_tokens: int) -> None:
             if body.mode == "verdict":
                 inputs = processor(text=[prompt + VERDICT_PREFIX], images=[image] if image else None,
                                    return_tensors="pt", add_special_tokens=False)
-                logits = vlm(**inputs).logits[0, -1, [token_a, token_b]].float()
+                logits = vlm(**inputs, logits_to_keep=1).logits[0, -1, [token_a, token_b]].float()
                 p_a = torch.softmax(logits, dim=-1)[0].item()
                 result = {"winner": "A" if p_a >= 0.5 else "B", "p_a": p_a}
             else:

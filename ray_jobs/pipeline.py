@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from carevl.cli import parse_job_args
-from carevl.pipeline import PipelineOptions, format_summary, run_pipeline, trained_judge
+from carevl.pipeline import PipelineOptions, format_summary, run_pipeline, shared_ray, trained_judge
 
 VL_REWARDBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "vl_rewardbench" / "data.jsonl"
 
@@ -37,12 +37,13 @@ def main(argv: list[str] | None = None) -> None:
                            base_judge=args.config.sft.judge_model,
                            vl_rewardbench=Path(x.vl_rewardbench) if x.vl_rewardbench else None,
                            vl_rewardbench_limit=x.vl_rewardbench_limit)
-    summary = run_pipeline(opts)
-    print(format_summary(summary))
-    if x.demo:
-        from carevl.demo import serve_and_query
+    with shared_ray(args.config):
+        summary = run_pipeline(opts)
+        print(format_summary(summary))
+        if x.demo:
+            from carevl.demo import serve_and_query
 
-        serve_and_query(args.config, trained_judge(Path(args.output)), config_args)
+            serve_and_query(args.config, trained_judge(Path(args.output)), config_args)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ class _ChatGenerator:
         token_ids = torch.tensor(self._candidate_token_ids(candidates, assistant_prefix))
         rows = []
         for batch in self._batches(messages, images, assistant_prefix):
-            logits = self.model(**batch).logits[:, -1, :]  # (rows, vocab): left padding puts the next token last
+            # Left padding puts the next token last; only that position's logits are computed.
+            logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :]  # (rows, vocab)
             log_probs = torch.log_softmax(logits.float(), dim=-1)
             rows.append(log_probs[:, token_ids.to(log_probs.device)].cpu())
         return torch.cat(rows).numpy() if rows else np.zeros((0, len(candidates)), dtype=np.float32)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from carevl.pipeline import MARKER, PipelineOptions, plan_stages, run_pipeline
+from carevl.config import load_config
+from carevl.pipeline import MARKER, PipelineOptions, plan_stages, run_pipeline, shared_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -19,7 +21,10 @@ SMALL = [
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=6, eval_items=8,
                            base_judge="judge", vl_rewardbench=None)
-    summary = run_pipeline(opts)
+    with shared_ray(load_config()) as address:  # every stage job joins this one Ray instance
+        assert os.environ["RAY_ADDRESS"] == address
+        summary = run_pipeline(opts)
+    assert "RAY_ADDRESS" not in os.environ or os.environ["RAY_ADDRESS"] != address
     cur = json.loads((opts.run_dir / "curation" / "summary.json").read_text())
     assert cur["input_rows"] == 6 and cur["rows_conserved"] is True
     assert cur["pairs"]["total"] == cur["pairs"]["high"] + cur["pairs"]["low"] > 0
