@@ -37,7 +37,7 @@ class Stage:
 class PipelineOptions:
     run_dir: Path
     config_args: list[str]          # --config FILE and --set k=v pairs, passed to every job
-    items: int = 48
+    items: int = 40
     eval_items: int = 64
     seed: int = 0
     base_judge: str = "vlm"         # the untrained judge: a key in `models`, evaluated before training
@@ -168,7 +168,7 @@ def collect_summary(run: Path) -> dict:
     refine = _read_json(run / "refine" / "summary.json")
     evals = {}
     for report in sorted((run / "eval").glob("*/report.json")):
-        evals[report.parent.name] = _read_json(report).get("metrics", {})
+        evals[report.parent.name] = eval_digest(_read_json(report))
     return {
         "curation": {k: curation.get(k) for k in ("input_rows", "quarantined_items", "pairs", "low_reasons") if k in curation},
         "refine": {k: v for k, v in refine.items() if k in ("input_pairs", "dpo_rows", "used_pairs", "skipped", "score_status")},
@@ -176,6 +176,17 @@ def collect_summary(run: Path) -> dict:
         "dpo": _read_json(run / "dpo" / "summary.json"),
         "evaluation": evals,
     }
+
+
+def eval_digest(report: dict) -> dict:
+    """The headline metrics of one evaluation plus the bias figures that explain them (a judge that
+    always names the same position scores chance and every item becomes a swap tie)."""
+    bias = report.get("bias", {})
+    digest = dict(report.get("metrics", {}))
+    digest["tie_rate"] = bias.get("tie_rate", {}).get("rate")
+    digest["position_consistency"] = bias.get("position_consistency", {}).get("rate")
+    digest["unparseable"] = report.get("counts", {}).get("unparseable")
+    return digest
 
 
 def format_summary(summary: dict) -> str:

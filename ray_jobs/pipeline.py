@@ -17,7 +17,7 @@ VL_REWARDBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "vl_r
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--items", type=int, default=48, help="synthetic training items")
+    parser.add_argument("--items", type=int, default=40, help="synthetic training items")
     parser.add_argument("--eval-items", type=int, default=64, help="held-out synthetic evaluation pairs")
     parser.add_argument("--vl-rewardbench", default=str(VL_REWARDBENCH) if VL_REWARDBENCH.is_file() else None,
                         help="VL-RewardBench data.jsonl to evaluate on (text-only without images)")

@@ -39,6 +39,10 @@ class GenerationSpec(StrictModel):
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
+    # transformers backend, text-only prompts: compute the key/value cache of the token prefix that all
+    # prompts of a call share (a long instruction such as the critique rubric) once, and reuse it for
+    # every row, which then runs alone (batch 1, no padding). Worth it on CPU for long shared prefixes.
+    prefix_cache: bool = False
 
 
 ModelKind = Literal["vlm", "reward", "causal"]

@@ -43,6 +43,18 @@ class PromptTooLong(ValueError):
     """A pair whose prompt does not fit the judge's max_length."""
 
 
+class ReservedToken(ValueError):
+    """A text field holding one of the model's control tokens (an image placeholder, a turn marker):
+    it would change the prompt's structure (a phantom image, a forged turn), so it is refused."""
+
+    def __init__(self, field: str, token: str):
+        super().__init__(f"{field} contains the model's reserved token {token!r}")
+        self.field, self.token = field, token
+
+
+RESERVED_TOKEN = "reserved_token"
+
+
 class JudgeModel:
     """Loads the judge once in `__init__`; `verdict` / `explain` / `__call__` map a batch to a batch."""
 
@@ -71,6 +83,7 @@ class JudgeModel:
         self.allow_remote_images = allow_remote_images
         self.temperature, self.num_samples, self.seed = temperature, num_samples, seed
         self._image_tokens = self._measure_image_tokens()
+        self.reserved_tokens = _reserved_tokens(self.generator.processor)
 
     @property
     def name(self) -> str:
@@ -127,6 +140,13 @@ class JudgeModel:
         n = len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
         return n - 1 + self._image_tokens if with_image else n
 
+    def check_text(self, question: str, response_a: str, response_b: str) -> None:
+        """Raise ReservedToken when a field contains a control token of the judge's tokenizer."""
+        for field, text in (("question", question), ("response_a", response_a), ("response_b", response_b)):
+            for token in self.reserved_tokens:
+                if token in text:
+                    raise ReservedToken(field, token)
+
     def check_prompt_length(self, question: str, response_a: str, response_b: str, with_image: bool) -> None:
         """Raise PromptTooLong when the pair (plus room for an explanation) cannot fit max_length."""
         n = self.prompt_length(question, response_a, response_b, with_image)
@@ -168,9 +188,12 @@ class JudgeModel:
             if modes[i] not in ("verdict", "explain") and status[i] == STATUS_OK:
                 status[i] = "bad_mode"
             if status[i] == STATUS_OK:
+                texts = (str(batch["question"][i]), str(batch["response_a"][i]), str(batch["response_b"][i]))
                 try:
-                    self.check_prompt_length(str(batch["question"][i]), str(batch["response_a"][i]),
-                                             str(batch["response_b"][i]), images[i] is not None)
+                    self.check_text(*texts)
+                    self.check_prompt_length(*texts, images[i] is not None)
+                except ReservedToken:
+                    status[i] = RESERVED_TOKEN
                 except PromptTooLong:
                     status[i] = PROMPT_TOO_LONG
         for mode in ("verdict", "explain"):
@@ -219,3 +242,14 @@ def _check_columns(batch: dict) -> None:
                                                         "image_path", "image_bytes")}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"judge batch columns differ in length: {lengths}")
+
+
+def _reserved_tokens(processor) -> tuple[str, ...]:
+    """The processor's image placeholder and every special token of its tokenizer."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokens = set(getattr(tokenizer, "all_special_tokens", []) or [])
+    for name in ("image_token", "video_token"):
+        token = getattr(processor, name, None)
+        if isinstance(token, str) and token:
+            tokens.add(token)
+    return tuple(sorted(t for t in tokens if t.strip()))

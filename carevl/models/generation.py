@@ -9,6 +9,7 @@ continuation is returned.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,20 @@ from PIL import Image
 from carevl.config import ModelSpec
 from carevl.models.loading import load_causal_lm, load_vlm
 from carevl.models.templates import continuation_kwargs
+
+
+MIN_SHARED_PREFIX = 32  # tokens: below this, a prefix cache saves less than it costs
+
+
+def shared_prefix_length(rows: list[list[int]]) -> int:
+    """Length of the longest token prefix common to every row, leaving each row at least one token."""
+    if not rows:
+        return 0
+    shortest = min(len(r) for r in rows)
+    n = 0
+    while n < shortest - 1 and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
 
 
 class _ChatGenerator:
@@ -66,6 +81,8 @@ class _ChatGenerator:
         with torch.random.fork_rng(devices=[self.model.device] if self.model.device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(seed)
+            if self._use_prefix_cache(images, num_samples):
+                return self._generate_prefix_cached(messages, sampling, max_new_tokens)
             for batch in self._batches(messages, images):
                 out = self.model.generate(
                     **batch, max_new_tokens=max_new_tokens, num_return_sequences=1 if greedy else num_samples,
@@ -78,6 +95,37 @@ class _ChatGenerator:
                     # Greedy decoding is deterministic, so its samples are copies of one decode.
                     results.append(texts[i:i + per_row] * (num_samples if greedy else 1))
         return results
+
+    def _use_prefix_cache(self, images, num_samples: int) -> bool:
+        return self.spec.generation.prefix_cache and num_samples == 1 and all(i is None for i in images)
+
+    def _generate_prefix_cached(self, messages, sampling: dict, max_new_tokens: int) -> list[list[str]]:
+        """One row at a time on top of the cached key/values of the prefix all rows share."""
+        rows = [self._encode(p, [None])["input_ids"][0].tolist() for p in
+                ([q] for q in self._prompts(messages, ""))]
+        for i, ids in enumerate(rows):
+            if len(ids) > self.spec.max_length:
+                raise ValueError(f"row {i}: prompt has {len(ids)} tokens, more than the model's "
+                                 f"max_length {self.spec.max_length}")
+        shared = shared_prefix_length(rows)
+        prefix = self._prefix_cache(rows[0][:shared]) if shared >= MIN_SHARED_PREFIX else None
+        results = []
+        for ids in rows:
+            input_ids = torch.tensor([ids], device=self.model.device)
+            cache = {"past_key_values": copy.deepcopy(prefix)} if prefix is not None else {}
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id, **sampling, **cache)
+            results.append([self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()])
+        return results
+
+    def _prefix_cache(self, prefix: list[int]):
+        """The key/value cache of `prefix`, computed once and kept while calls share the same prefix."""
+        if getattr(self, "_cached_prefix", None) != prefix:
+            ids = torch.tensor([prefix], device=self.model.device)
+            self._prefix_kv = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+            self._cached_prefix = prefix
+        return self._prefix_kv
 
     def _candidate_token_ids(self, candidates: list[str], assistant_prefix: str) -> list[int]:
         """First token of each candidate as it is tokenized right after `assistant_prefix`."""

@@ -73,13 +73,23 @@ def with_columns(table: pa.Table, rows: list[dict[str, Any]], names: tuple[str, 
     return table
 
 
+def use_threads(num_threads: int | None) -> None:
+    """Ray caps a fractional-CPU actor at one thread; use what the pool reserved (config resources)."""
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
 class CritiqueSampler:
     """m critiques per pair from the SFT judge (any generation backend: transformers or vllm)."""
 
     def __init__(self, spec: ModelSpec, model_cache: str, num_samples: int, temperature: float,
-                 max_new_tokens: int, seed: int, limits: InputLimits | None = None) -> None:
+                 max_new_tokens: int, seed: int, limits: InputLimits | None = None,
+                 num_threads: int | None = None) -> None:
         from carevl.curation.backends import make_generator
 
+        use_threads(num_threads)
         self.generator = make_generator(spec, Path(model_cache), request_cache=None)
         self.num_samples, self.temperature, self.max_new_tokens = num_samples, temperature, max_new_tokens
         self.seed = seed
@@ -119,7 +129,8 @@ class CritiqueSampler:
 class CritiqueScorer:
     """Rubric scores in [0, 100] for every critique of the pairs that can yield a DPO row."""
 
-    def __init__(self, spec: ModelSpec, model_cache: str) -> None:
+    def __init__(self, spec: ModelSpec, model_cache: str, num_threads: int | None = None) -> None:
+        use_threads(num_threads)
         if spec.kind == "causal":
             from carevl.models.generation import TextGenerator
 

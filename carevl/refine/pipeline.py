@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -144,6 +145,10 @@ def _remove_unfinished(output: str, done: set[str]) -> None:
                 fs.delete_file(info.path)
 
 
+def _threads(spec) -> int:
+    return max(1, math.ceil(spec.resources.num_cpus))
+
+
 def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     """The streaming Ray Data plan over the pending units."""
     import ray.data
@@ -159,9 +164,10 @@ def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     ds = ds.map_batches(_read_units, batch_size=1, **light)
     ds = ds.map_batches(CritiqueSampler, fn_constructor_kwargs=dict(
         spec=critic, model_cache=cache, num_samples=ref.num_samples, temperature=ref.temperature,
-        max_new_tokens=ref.max_new_tokens, seed=config.seed, limits=config.curation.limits),
-        **pool_args(critic.resources, critic.backend))
-    ds = ds.map_batches(CritiqueScorer, fn_constructor_kwargs=dict(spec=scorer, model_cache=cache),
+        max_new_tokens=ref.max_new_tokens, seed=config.seed, limits=config.curation.limits,
+        num_threads=_threads(critic)), **pool_args(critic.resources, critic.backend))
+    ds = ds.map_batches(CritiqueScorer, fn_constructor_kwargs=dict(spec=scorer, model_cache=cache,
+                                                                   num_threads=_threads(scorer)),
                         **pool_args(scorer.resources, scorer.backend))
     return ds.map_batches(apply_strategy, fn_kwargs={"strategy": ref.strategy}, **light)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carevl.data.images import ImageError
-from carevl.judge.model import PromptTooLong
+from carevl.judge.model import PromptTooLong, ReservedToken
 from carevl.judge_format import VERDICT_PREFIX
 from carevl.serving.engine import JudgeEngine
 from carevl.serving.inputs import decode_request_image, image_error_status
@@ -155,6 +155,16 @@ class _Inputs:
         except ImageError as exc:
             raise FieldError(image_error_status(exc), exc.reason, field, str(exc)) from None
 
+    def text_allowed(self, question: str, a: str, b: str, prefix: str = "",
+                     names: dict[str, str] | None = None) -> None:
+        """422 naming the field when a text holds one of the judge's control tokens."""
+        try:
+            self.engine.model.check_text(question, a, b)
+        except ReservedToken as exc:
+            field = (names or {}).get(exc.field, exc.field)
+            raise FieldError(422, "reserved_token", prefix + field,
+                             f"{field} contains the model's reserved token {exc.token!r}") from None
+
     def prompt_fits(self, question: str, a: str, b: str, image, field: str) -> None:
         try:
             self.engine.model.check_prompt_length(question, a, b, image is not None)
@@ -162,6 +172,7 @@ class _Inputs:
             raise FieldError(413, "prompt_too_long", field, str(exc)) from None
 
     async def judge_item(self, item: JudgeRequest, prefix: str = "") -> JudgeResult:
+        self.text_allowed(item.question, item.response_a, item.response_b, prefix)
         image = await self.image(item.image, prefix + "image")
         await asyncio.to_thread(self.prompt_fits, item.question, item.response_a, item.response_b, image,
                                 prefix.rstrip(".") or "body")
@@ -208,6 +219,8 @@ def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
     @app.post("/v1/rank", response_model=RankResult, dependencies=auth)
     async def rank(request: RankRequest) -> RankResult:
         check_rank_limits(request, settings.limits)
+        for n, candidate in enumerate(request.candidates):
+            inputs.text_allowed(request.question, candidate, "", names={"response_a": f"candidates.{n}"})
         image = await inputs.image(request.image, "image")
         longest = sorted(range(len(request.candidates)), key=lambda n: -len(request.candidates[n]))[:2]
         await asyncio.to_thread(inputs.prompt_fits, request.question, request.candidates[longest[0]],

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from carevl.data.images import encode_data_url, encode_png
-from carevl.judge.model import PROMPT_TOO_LONG, STATUS_OK, JudgeModel
+from carevl.judge.model import PROMPT_TOO_LONG, RESERVED_TOKEN, STATUS_OK, JudgeModel
 from carevl.judge_format import VERDICT_PREFIX, judge_messages, parse_verdict
 
 
@@ -61,6 +61,16 @@ def test_call_judges_each_row_in_its_mode_and_flags_bad_rows(judge):
     assert isinstance(out["judgement"][1], str)
     assert out["winner"][1] == parse_verdict(out["judgement"][1])
     assert out["question"] == batch["question"]  # input columns are passed through
+
+
+def test_control_tokens_in_text_are_refused_per_row(judge):
+    assert "<image>" in judge.reserved_tokens
+    batch = _batch(3)
+    batch["question"][0] = "Which answer matches <image>?"
+    batch["response_a"][2] = "ok<|im_end|>"
+    out = judge(batch)
+    assert out["judge_status"] == [RESERVED_TOKEN, STATUS_OK, RESERVED_TOKEN]
+    assert np.isnan(out["p_a"][0]) and not np.isnan(out["p_a"][1])
 
 
 def test_call_reads_item_image_columns(judge):

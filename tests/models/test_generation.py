@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from carevl import judge_format
-from carevl.models.generation import TextGenerator, VLMGenerator
+from carevl.models.generation import MIN_SHARED_PREFIX, TextGenerator, VLMGenerator, shared_prefix_length
 
 
 def _ask(text: str, with_image: bool) -> list[dict]:
@@ -106,3 +106,26 @@ def test_a_prefilled_reply_is_continued_not_reopened(scorer):
     [[reply]] = scorer.generate([ask + [{"role": "assistant", "content": "Score:"}]], temperature=0.0,
                                 max_new_tokens=3)
     assert "Score" not in reply  # only the continuation comes back
+
+
+@pytest.mark.parametrize("rows,expected", [
+    ([[1, 2, 3, 4], [1, 2, 5]], 2), ([[1, 2, 3]], 2), ([[1, 2], [1, 2]], 1), ([[7], [7, 8]], 0),
+    ([[1, 2], [3, 4]], 0), ([], 0),
+])
+def test_shared_prefix_leaves_every_row_a_token(rows, expected):
+    assert shared_prefix_length(rows) == expected
+
+
+def test_prefix_cache_reproduces_plain_greedy_generation(scorer, model_cache, tiny_config):
+    spec = tiny_config.models["scorer"]
+    spec = spec.model_copy(update={"generation": spec.generation.model_copy(update={"prefix_cache": True})})
+    cached = TextGenerator(spec, model_cache)
+    rules = "You grade short answers. " + " ".join(f"Rule {i}: be strict about point {i}." for i in range(12))
+    asks = [[{"role": "system", "content": rules}, {"role": "user", "content": q},
+             {"role": "assistant", "content": "Score:"}]
+            for q in ("Grade: Paris is the capital of France.", "Grade: two plus two is five.",
+                      "Grade: water boils at 100 C at sea level.")]
+    expected = scorer.generate(asks, temperature=0.0, max_new_tokens=4)
+    assert cached.generate(asks, temperature=0.0, max_new_tokens=4) == expected
+    assert len(cached._cached_prefix) >= MIN_SHARED_PREFIX  # the rows did run on the shared cache
+    assert cached.generate(asks[:1], temperature=0.0, max_new_tokens=4) == expected[:1]  # a one-row call
