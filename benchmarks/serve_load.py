@@ -215,7 +215,8 @@ def run_serve(args, modes_counts) -> list[Row]:
     from carevl.serving.builder import JudgeAppArgs
 
     port = _free_port()
-    ray.init(address="local", num_cpus=THREADS, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(THREADS, args.replicas * args.replica_cpus), include_dashboard=False,
+             log_to_driver=False)
     rows = []
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -223,7 +224,7 @@ def run_serve(args, modes_counts) -> list[Row]:
             "model": args.model, "default_mode": "verdict", "max_batch_size": args.max_batch_size,
             "batch_wait_timeout_s": args.batch_wait_timeout_s, "max_new_tokens": args.max_new_tokens,
             "max_ongoing_requests": 4 * max(args.concurrency), "max_queued_requests": 1024,
-            "num_cpus": THREADS})
+            "num_cpus": args.replica_cpus, "num_replicas": args.replicas})
         serve.run(build_app(app_args), name="judge", route_prefix="/")
         url = f"http://127.0.0.1:{port}/v1/judge"
         _wait_ready(url)
@@ -264,6 +265,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.005)
+    parser.add_argument("--replica-cpus", type=float, default=THREADS,
+                        help="CPUs (and so torch threads) of the Serve replica; the proxy shares the machine")
+    parser.add_argument("--replicas", type=int, default=1, help="Serve replicas (each its own process)")
     parser.add_argument("--json", default=None, help="also write the rows here")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
