@@ -194,7 +194,11 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
             samples.append(now)
             if max_seconds and time.monotonic() - t0 > max_seconds:
                 proc.send_signal(signal.SIGINT)  # stop here; what was published so far is reported
-                proc.wait(timeout=120)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
                 break
             time.sleep(1.0)
     finally:
