@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from typing import Any, Callable, TypeVar
 
 import ray
 
 from carevl.config import CarevlConfig
+
+T = TypeVar("T")
 
 
 def init_ray(config: CarevlConfig) -> None:
@@ -26,3 +31,44 @@ def init_ray(config: CarevlConfig) -> None:
     if config.ray.num_cpus is not None:
         kwargs["num_cpus"] = config.ray.num_cpus
     ray.init(address="local", **kwargs)
+
+
+def interruptible(fn: Callable[[], T], poll_s: float = 0.5) -> T:
+    """Run `fn` in a worker thread so that Ctrl-C / SIGTERM stop the job at once.
+
+    A driver blocked inside Ray Data's result queue can miss SIGINT for minutes: the signal may land on
+    one of Ray's threads and the main thread's wait is never interrupted. Here the main thread only
+    waits with a timeout, so a pending signal is handled within `poll_s`; the job then exits (Ray's
+    exit hooks stop what this process started) and a re-run of the same command resumes.
+    """
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the main thread below
+            result["error"] = exc
+
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _in_main_thread() else None
+    worker = threading.Thread(target=target, name="job-driver", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(poll_s)
+    except KeyboardInterrupt:
+        print("interrupted: finished work units are kept; re-run the same command to resume", flush=True)
+        raise SystemExit(130) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -12,6 +12,7 @@ import logging
 import sys
 
 from carevl.cli import parse_job_args
+from carevl.ray_utils import init_ray, interruptible
 from carevl.curation.pipeline import run_curation
 from carevl.curation.summary import format_summary
 
@@ -22,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --input and --output are required", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    summary = run_curation(args.config, args.input, args.output)
+    init_ray(args.config)  # in the main thread, before the driver thread starts
+    summary = interruptible(lambda: run_curation(args.config, args.input, args.output))
     print(format_summary(summary))
     print(f"outputs: {args.output}/high, {args.output}/low, {args.output}/quarantine, {args.output}/summary.json")
     return 0 if summary["rows_conserved"] else 1

@@ -15,6 +15,7 @@ import json
 import logging
 
 from carevl.cli import parse_job_args
+from carevl.ray_utils import interruptible
 from carevl.evaluation.report import BENCHMARKS
 from carevl.evaluation.runner import EvalRequest, evaluate
 
@@ -36,9 +37,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit("error: --output is required")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     x = args.extra
-    report = evaluate(args.config, EvalRequest(benchmark=x.benchmark, judge=x.judge, output=args.output,
-                                               input=args.input, mode=x.mode, k=x.k, limit=x.limit,
-                                               images=x.images))
+    request = EvalRequest(benchmark=x.benchmark, judge=x.judge, output=args.output, input=args.input,
+                          mode=x.mode, k=x.k, limit=x.limit, images=x.images)
+    report = interruptible(lambda: evaluate(args.config, request))
     print(json.dumps({"benchmark": report["benchmark"], "metrics": report["metrics"],
                       "counts": report["counts"], "output": args.output}, indent=2))
     return report

@@ -14,6 +14,7 @@ import logging
 import sys
 
 from carevl.cli import parse_job_args
+from carevl.ray_utils import init_ray, interruptible
 from carevl.refine.pipeline import run_refine
 
 
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        summary = run_refine(args.config, args.input, args.extra.model, args.output)
+        init_ray(args.config)  # in the main thread, before the driver thread starts
+        summary = interruptible(lambda: run_refine(args.config, args.input, args.extra.model, args.output))
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
