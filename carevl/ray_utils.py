@@ -36,10 +36,11 @@ def init_ray(config: CarevlConfig) -> None:
 def interruptible(fn: Callable[[], T], poll_s: float = 0.5) -> T:
     """Run `fn` in a worker thread so that Ctrl-C / SIGTERM stop the job at once.
 
-    A driver blocked inside Ray Data's result queue can miss SIGINT for minutes: the signal may land on
-    one of Ray's threads and the main thread's wait is never interrupted. Here the main thread only
-    waits with a timeout, so a pending signal is handled within `poll_s`; the job then exits (Ray's
-    exit hooks stop what this process started) and a re-run of the same command resumes.
+    Python runs signal handlers in the main thread only, and a main thread blocked without a timeout
+    (inside Ray Data's result queue) wakes for a signal only if the kernel delivered it to that thread.
+    Here the main thread only waits with a timeout, so a pending SIGINT or SIGTERM is acted on within
+    `poll_s` whichever thread received it; the job then exits through the normal exit hooks (Ray stops
+    what this process started) and a re-run of the same command resumes.
     """
     result: dict[str, Any] = {}
 
