@@ -108,9 +108,9 @@ class ExpertScorer(ItemStage):
 
     def __init__(self, experts: dict[str, ModelSpec], model_cache: str, device: str | None = None,
                  num_threads: int | None = None):
-        if num_threads:
-            # Ray caps a fractional-CPU actor at one thread; use what the pool reserved (config resources).
-            torch.set_num_threads(num_threads)
+        from carevl.models.loading import use_threads
+
+        use_threads(num_threads)
         self.scorers = {name: make_scorer(spec, Path(model_cache), device) for name, spec in experts.items()}
 
     def process(self, columns: dict[str, list]) -> dict[str, list]:

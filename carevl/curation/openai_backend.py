@@ -22,8 +22,8 @@ import httpx
 from PIL import Image
 
 from carevl.config import ModelSpec
-from carevl.models.templates import continuation_kwargs, continues_reply
 from carevl.data.images import encode_data_url
+from carevl.models.templates import continuation_kwargs, continues_reply, with_image_parts
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +43,8 @@ class ChatResult:
 
 def openai_messages(messages: list[dict], image: Image.Image | bytes | None) -> list[dict]:
     """transformers-style chat messages -> OpenAI format, the `{"type": "image"}` part as a data URL."""
-    out = []
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, str):
-            out.append({"role": message["role"], "content": content})
-            continue
-        parts = []
-        for part in content:
-            if part.get("type") == "image":
-                if image is None:
-                    raise ValueError("the conversation has an image part but no image was given")
-                parts.append({"type": "image_url", "image_url": {"url": encode_data_url(image)}})
-            else:
-                parts.append({"type": "text", "text": part["text"]})
-        out.append({"role": message["role"], "content": parts})
-    return out
+    return with_image_parts(messages, image,
+                            lambda img: {"type": "image_url", "image_url": {"url": encode_data_url(img)}})
 
 
 class RequestCache:

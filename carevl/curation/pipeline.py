@@ -69,6 +69,11 @@ def group_resources(specs: list[ModelSpec]) -> Resources:
     })
 
 
+def actor_threads(resources: Resources) -> int:
+    """Torch threads of an actor: the CPUs its pool reserves, rounded up."""
+    return max(1, math.ceil(resources.num_cpus))
+
+
 def pool_args(resources: Resources, backend: str = "transformers") -> dict[str, Any]:
     """map_batches arguments of an actor pool from config resources."""
     lo, hi = resources.concurrency
@@ -142,7 +147,7 @@ def build_dataset(config: CarevlConfig, todo: list[U.WorkUnit], ctx: ValidationC
         resources = group_resources(specs)
         ds = ds.map_batches(ExpertScorer, fn_constructor_kwargs=dict(
             experts={m: models[m] for m in members}, model_cache=cache,
-            num_threads=max(1, math.ceil(resources.num_cpus))), **pool(resources, backend))
+            num_threads=actor_threads(resources)), **pool(resources, backend))
     check_fits(pools, cur.task_num_cpus)
     return ds.map_batches(write_outputs, batch_size=cur.unit_items, fn_kwargs=dict(
         run_dir=run_dir, experts=cur.experts, tau=cur.effective_tau, rows_per_file=cur.rows_per_output_file),

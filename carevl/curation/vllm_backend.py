@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from carevl.config import ModelSpec
-from carevl.models.templates import continuation_kwargs, continues_reply
+from carevl.models.templates import continuation_kwargs, continues_reply, with_image_parts
 
 # What each Ray Data LLM task type means to the vLLM engine (mirrors ray.data.llm's engine stage).
 RUNNER_BY_TASK: dict[str, dict[str, str]] = {
@@ -87,22 +87,7 @@ def sampling_kwargs(spec: ModelSpec, temperature: float, max_new_tokens: int, nu
 
 def vllm_messages(messages: list[dict], image: Image.Image | None) -> list[dict]:
     """transformers-style messages -> vLLM chat format, the image part carrying the PIL image."""
-    out = []
-    for message in messages:
-        content = message["content"]
-        if isinstance(content, str):
-            out.append(message)
-            continue
-        parts = []
-        for part in content:
-            if part.get("type") == "image":
-                if image is None:
-                    raise ValueError("the conversation has an image part but no image was given")
-                parts.append({"type": "image_pil", "image_pil": image})
-            else:
-                parts.append({"type": "text", "text": part["text"]})
-        out.append({"role": message["role"], "content": parts})
-    return out
+    return with_image_parts(messages, image, lambda img: {"type": "image_pil", "image_pil": img})
 
 
 def _engine(spec: ModelSpec, model_cache: Path):

@@ -45,6 +45,8 @@ class _ChatGenerator:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.batch_size = spec.resources.batch_size
+        self._cached_prefix: list[int] | None = None  # token ids whose key/values `_prefix_kv` holds
+        self._prefix_kv = None
 
     def _encode(self, texts: list[str], images: list[Image.Image | None]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -101,8 +103,7 @@ class _ChatGenerator:
 
     def _generate_prefix_cached(self, messages, sampling: dict, max_new_tokens: int) -> list[list[str]]:
         """One row at a time on top of the cached key/values of the prefix all rows share."""
-        rows = [self._encode(p, [None])["input_ids"][0].tolist() for p in
-                ([q] for q in self._prompts(messages, ""))]
+        rows = [self._encode([p], [None])["input_ids"][0].tolist() for p in self._prompts(messages, "")]
         for i, ids in enumerate(rows):
             if len(ids) > self.spec.max_length:
                 raise ValueError(f"row {i}: prompt has {len(ids)} tokens, more than the model's "
@@ -121,7 +122,7 @@ class _ChatGenerator:
 
     def _prefix_cache(self, prefix: list[int]):
         """The key/value cache of `prefix`, computed once and kept while calls share the same prefix."""
-        if getattr(self, "_cached_prefix", None) != prefix:
+        if self._cached_prefix != prefix:
             ids = torch.tensor([prefix], device=self.model.device)
             self._prefix_kv = self.model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
             self._cached_prefix = prefix

@@ -20,6 +20,12 @@ from transformers import (
 
 from carevl.config import ModelSpec
 
+
+def use_threads(num_threads: int | None) -> None:
+    """Ray caps a fractional-CPU actor at one thread; use what the pool reserved (config resources)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+
 TINY_PREFIX = "tiny:"
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,

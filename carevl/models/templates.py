@@ -23,6 +23,27 @@ def continuation_kwargs(conversation: list[dict]) -> dict:
     return {"add_generation_prompt": True}
 
 
+def with_image_parts(messages: list[dict], image, image_part) -> list[dict]:
+    """transformers-style chat messages with every `{"type": "image"}` part replaced by
+    `image_part(image)` (the serving API's own image part); text parts and string contents are kept."""
+    out = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            out.append({"role": message["role"], "content": content})
+            continue
+        parts = []
+        for part in content:
+            if part.get("type") == "image":
+                if image is None:
+                    raise ValueError("the conversation has an image part but no image was given")
+                parts.append(image_part(image))
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        out.append({"role": message["role"], "content": parts})
+    return out
+
+
 # Renders `message['content']` (a string or a list of parts) into the variable `text`.
 _CONTENT_MACRO = """\
 {%- macro render(content, allow_images) -%}

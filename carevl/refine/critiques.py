@@ -73,14 +73,6 @@ def with_columns(table: pa.Table, rows: list[dict[str, Any]], names: tuple[str, 
     return table
 
 
-def use_threads(num_threads: int | None) -> None:
-    """Ray caps a fractional-CPU actor at one thread; use what the pool reserved (config resources)."""
-    if num_threads:
-        import torch
-
-        torch.set_num_threads(num_threads)
-
-
 class CritiqueSampler:
     """m critiques per pair from the SFT judge (any generation backend: transformers or vllm)."""
 
@@ -88,6 +80,7 @@ class CritiqueSampler:
                  max_new_tokens: int, seed: int, limits: InputLimits | None = None,
                  num_threads: int | None = None) -> None:
         from carevl.curation.backends import make_generator
+        from carevl.models.loading import use_threads
 
         use_threads(num_threads)
         self.generator = make_generator(spec, Path(model_cache), request_cache=None)
@@ -130,6 +123,8 @@ class CritiqueScorer:
     """Rubric scores in [0, 100] for every critique of the pairs that can yield a DPO row."""
 
     def __init__(self, spec: ModelSpec, model_cache: str, num_threads: int | None = None) -> None:
+        from carevl.models.loading import use_threads
+
         use_threads(num_threads)
         if spec.kind == "causal":
             from carevl.models.generation import TextGenerator

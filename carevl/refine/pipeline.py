@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -145,15 +144,11 @@ def _remove_unfinished(output: str, done: set[str]) -> None:
                 fs.delete_file(info.path)
 
 
-def _threads(spec) -> int:
-    return max(1, math.ceil(spec.resources.num_cpus))
-
-
 def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     """The streaming Ray Data plan over the pending units."""
     import ray.data
 
-    from carevl.curation.pipeline import pool_args
+    from carevl.curation.pipeline import actor_threads, pool_args
     from carevl.training.common import judge_spec
 
     ref, cache = config.refine, str(config.paths.model_cache_dir())
@@ -165,9 +160,9 @@ def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     ds = ds.map_batches(CritiqueSampler, fn_constructor_kwargs=dict(
         spec=critic, model_cache=cache, num_samples=ref.num_samples, temperature=ref.temperature,
         max_new_tokens=ref.max_new_tokens, seed=config.seed, limits=config.curation.limits,
-        num_threads=_threads(critic)), **pool_args(critic.resources, critic.backend))
+        num_threads=actor_threads(critic.resources)), **pool_args(critic.resources, critic.backend))
     ds = ds.map_batches(CritiqueScorer, fn_constructor_kwargs=dict(spec=scorer, model_cache=cache,
-                                                                   num_threads=_threads(scorer)),
+                                                                   num_threads=actor_threads(scorer.resources)),
                         **pool_args(scorer.resources, scorer.backend))
     return ds.map_batches(apply_strategy, fn_kwargs={"strategy": ref.strategy}, **light)
 
