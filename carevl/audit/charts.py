@@ -67,7 +67,7 @@ def what_if_chart(report: dict[str, Any], path: str | Path) -> Path:
         ax.axhspan(*judge["ci95"], color="crimson", alpha=0.08)
     ax.set_xlabel("high-confidence set size (pairs)")
     ax.set_ylabel("label accuracy against gold (high set)")
-    ax.set_ylim(_lowest(report) - 0.05, 1.02)
+    ax.set_ylim(_lowest(report) - 0.05, 1.06)
     ax.set_xlim(0, max([r["high_size"] for r in report["what_if"]] + [1]) * 1.15)   # room for the labels
     ax.grid(alpha=0.3)
     ax.set_title(f"High-confidence labels across τ ({report['pairs']['total']} curated pairs; "
