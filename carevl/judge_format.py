@@ -34,6 +34,7 @@ VERDICT_PREFIX = "Verdict:"
 
 _VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*\[?\s*(A|B)\s*\]?\**\s*$", re.IGNORECASE)
 _EXPLANATION_RE = re.compile(r"^\s*explanation\s*:\s*", re.IGNORECASE)
+_MENTION_RE = re.compile(r"\b(answer|response|option|candidate)(\s+)([AB])\b", re.IGNORECASE)
 
 
 def judge_messages(question: str, response_a: str, response_b: str, with_image: bool = True) -> list[dict]:
@@ -83,3 +84,17 @@ def parse_explanation(text: str | None) -> str:
 def swap_choice(choice: Choice | None) -> Choice | None:
     """The same verdict seen from the swapped order (A<->B)."""
     return None if choice is None else ("B" if choice == "A" else "A")
+
+
+def swap_answer_mentions(text: str) -> str:
+    """Exchange the letters in mentions such as "Answer A" / "response B" (A<->B), keeping the words.
+
+    Bare letters ("A is better") are left alone: they are too ambiguous to rewrite safely.
+    """
+    def flip(m: re.Match) -> str:
+        letter = m.group(3)
+        if not letter.isupper():  # "answer a question": an article, not a label
+            return m.group(0)
+        return f"{m.group(1)}{m.group(2)}{'B' if letter == 'A' else 'A'}"
+
+    return _MENTION_RE.sub(flip, text)

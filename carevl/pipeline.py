@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import ray
+
+from carevl.ray_utils import init_ray
+
 MARKER = "_COMPLETE"
 
 
@@ -52,10 +56,6 @@ def shared_ray(config) -> Iterator[str]:
     Stage jobs then connect in well under a second instead of each starting a local instance; their
     actors still end with them. Ray is shut down on exit only if it was started here.
     """
-    import ray
-
-    from carevl.ray_utils import init_ray
-
     started = not ray.is_initialized()
     init_ray(config)
     previous = os.environ.get("RAY_ADDRESS")

@@ -28,3 +28,13 @@ def ray_local():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def provider():
+    """A real chat-completions server on 127.0.0.1 (see tests/chat_provider.py)."""
+    from tests.chat_provider import start_provider
+
+    fake = start_provider()
+    yield fake
+    fake.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,9 +19,8 @@ from typing import Any
 import pyarrow.fs as pafs
 import ray
 
-from carevl.config import CarevlConfig, ModelSpec, Resources
+from carevl.config import CarevlConfig, Resources
 from carevl.curation import units as U
-from carevl.curation.backends import model_id
 from carevl.curation.candidates import CandidateCheck, CandidateGenerator
 from carevl.curation.captions import Captioner
 from carevl.curation.experts import ExpertScorer
@@ -32,7 +30,8 @@ from carevl.curation.strong_judge import StrongJudge
 from carevl.curation.summary import build_summary, empty_stats, merge_stats
 from carevl.curation.validate import ValidationContext
 from carevl.data.io import join, resolve
-from carevl.ray_utils import init_ray
+from carevl.models.backends import model_id
+from carevl.ray_utils import actor_threads, check_fits, group_resources, init_ray, pool_args
 
 log = logging.getLogger("carevl.curation")
 
@@ -56,49 +55,6 @@ def expert_groups(config: CarevlConfig) -> dict[str, list[str]]:
         group = config.models[name].resources.colocate_group
         groups.setdefault(f"group:{group}" if group else name, []).append(name)
     return groups
-
-
-def group_resources(specs: list[ModelSpec]) -> Resources:
-    """One pool for co-located models: GPU shares add up (each model holds its own slice of memory); the
-    process runs the models one after another, so it needs the CPUs of its hungriest member."""
-    first = specs[0].resources
-    return first.model_copy(update={
-        "num_gpus": sum(s.resources.num_gpus for s in specs),
-        "num_cpus": max(s.resources.num_cpus for s in specs),
-        "batch_size": min(s.resources.batch_size for s in specs),
-    })
-
-
-def actor_threads(resources: Resources) -> int:
-    """Torch threads of an actor: the CPUs its pool reserves, rounded up."""
-    return max(1, math.ceil(resources.num_cpus))
-
-
-def pool_args(resources: Resources, backend: str = "transformers") -> dict[str, Any]:
-    """map_batches arguments of an actor pool from config resources."""
-    lo, hi = resources.concurrency
-    args: dict[str, Any] = dict(batch_size=resources.batch_size, batch_format="pyarrow", num_cpus=resources.num_cpus,
-                                compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi))
-    # vLLM with tensor parallelism places its own GPU workers; the driving actor then holds no GPU itself.
-    gpus = 0.0 if backend == "vllm" and resources.tensor_parallel_size > 1 else resources.num_gpus
-    if gpus:
-        args["num_gpus"] = gpus
-    if resources.accelerator_type:
-        args["accelerator_type"] = resources.accelerator_type
-    return args
-
-
-def check_fits(pools: list[dict[str, Any]], task_num_cpus: float) -> None:
-    """Warn when the actor pools' minimum sizes plus one light task cannot run at once on the cluster as
-    it is now: the streaming pipeline would wait for resources (fine if an autoscaler adds nodes)."""
-    need_cpu = task_num_cpus + sum(p["num_cpus"] * p["compute"].min_size for p in pools)
-    need_gpu = sum(p.get("num_gpus", 0) * p["compute"].min_size for p in pools)
-    have = ray.cluster_resources()
-    if need_cpu > have.get("CPU", 0) + 1e-9 or need_gpu > have.get("GPU", 0) + 1e-9:
-        log.warning("curation needs at least %.2f CPU / %.2f GPU at once (actor pools at their minimum size "
-                    "plus one task) but the cluster has %.2f CPU / %.2f GPU now; it will wait for more nodes. "
-                    "Lower models.<name>.resources or add nodes.", need_cpu, need_gpu,
-                    have.get("CPU", 0), have.get("GPU", 0))
 
 
 def _check_candidates(batch, *, limits, judge_from_column):
@@ -127,19 +83,18 @@ def build_dataset(config: CarevlConfig, todo: list[U.WorkUnit], ctx: ValidationC
     for name, temperatures in by_model.items():
         spec = models[name]
         ds = ds.map_batches(CandidateGenerator, fn_constructor_kwargs=dict(
-            model=name, spec=spec, temperatures=temperatures, http=cur.strong_judge, seed=config.seed, **common),
+            model=name, spec=spec, temperatures=temperatures, seed=config.seed, **common),
             **pool(spec.resources, spec.backend))
     if ctx.has_candidates:
         ds = ds.map_batches(_check_candidates, fn_kwargs=dict(limits=cur.limits, judge_from_column=ctx.judge_from_column),
                             **light)
     spec = models[cur.caption_model]
     ds = ds.map_batches(Captioner, fn_constructor_kwargs=dict(spec=spec, store_root=caption_store,
-                                                              http=cur.strong_judge, seed=config.seed, **common),
+                                                              seed=config.seed, **common),
                         **pool(spec.resources, spec.backend))
     if cur.strong_judge.backend != "column":
         spec = models[cur.strong_judge.model]
-        ds = ds.map_batches(StrongJudge, fn_constructor_kwargs=dict(spec=spec, settings=cur.strong_judge,
-                                                                    seed=config.seed, **common),
+        ds = ds.map_batches(StrongJudge, fn_constructor_kwargs=dict(spec=spec, seed=config.seed, **common),
                             **pool(spec.resources, spec.backend))
     for members in expert_groups(config).values():
         specs = [models[m] for m in members]

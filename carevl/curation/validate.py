@@ -111,15 +111,20 @@ def _check_text(row: dict[str, Any], ctx: ValidationContext) -> bool:
         if not ctx.has_candidates:
             raise Rejected(NO_RESPONSES)
         return True
-    if len(responses) > ctx.limits.max_responses:
+    check_responses(responses, ctx.limits)
+    return False
+
+
+def check_responses(responses: list[str], limits: InputLimits) -> None:
+    """The response rules, for shipped responses and generated candidates alike (raises Rejected)."""
+    if len(responses) > limits.max_responses:
         raise Rejected(TOO_MANY_RESPONSES)
     if any(not r.strip() for r in responses):
         raise Rejected(EMPTY_RESPONSE)
-    if any(len(r) > ctx.limits.max_response_chars for r in responses):
+    if any(len(r) > limits.max_response_chars for r in responses):
         raise Rejected(RESPONSE_TOO_LONG)
     if len(distinct_indices(responses)) < 2:
         raise Rejected(TOO_FEW_DISTINCT)
-    return False
 
 
 def attach_pairs(row: dict[str, Any], judge_from_column: bool) -> None:

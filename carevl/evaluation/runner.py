@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import ray
+
 from carevl.config import CarevlConfig
+from carevl.data.synth import synth_eval_pairs
 from carevl.evaluation import charts
 from carevl.evaluation.backends import model_label, ray_judge
 from carevl.evaluation.judgements import PRIMARY, SWAPPED, build_record, judge_requests, seeded_shuffle
@@ -25,6 +28,8 @@ from carevl.evaluation.report import (
     render_markdown,
     write_json,
 )
+from carevl.evaluation.service import service_judge
+from carevl.ray_utils import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +66,6 @@ def load_benchmark(config: CarevlConfig, request: EvalRequest) -> LoadedBenchmar
         return load_pairwise(request.input)
     if request.input:  # synthetic pairs written to a file earlier
         return load_pairwise(request.input)
-    from carevl.data.synth import synth_eval_pairs  # deferred: PIL drawing only for synthetic runs
-
     n = config.evaluation.synthetic_items
     return pairwise_from_rows(synth_eval_pairs(n, config.evaluation.seed))
 
@@ -160,18 +163,12 @@ def evaluate(config: CarevlConfig, request: EvalRequest, judge_fn: JudgeFn | Non
 
 def _default_judge(config: CarevlConfig, judge: str, mode: str) -> JudgeFn:
     if judge.startswith(("http://", "https://")):
-        from carevl.evaluation.service import service_judge  # deferred: only for a running service
-
         return lambda requests: service_judge(config, judge, mode, requests)
     return lambda requests: _with_ray(config, lambda: ray_judge(config, judge, mode, requests))
 
 
 def _with_ray(config: CarevlConfig, make: Callable[[], Iterator]) -> Iterator:
     """Start Ray from the config if nobody did; shut it down afterwards only if we started it."""
-    import ray
-
-    from carevl.ray_utils import init_ray
-
     started = not ray.is_initialized()
     init_ray(config)
     try:

@@ -25,8 +25,12 @@ import pyarrow as pa
 import pyarrow.fs  # noqa: F401  (pa.fs)
 import pyarrow.parquet as pq
 
+import ray
+
 from carevl.config import CarevlConfig
 from carevl.data import io as dio
+from carevl.models.specs import judge_spec
+from carevl.ray_utils import actor_threads, pool_args
 from carevl.refine.critiques import ADDED_TYPES, CritiqueSampler, CritiqueScorer, as_table, with_columns
 from carevl.refine.negatives import select_pairs
 
@@ -146,11 +150,6 @@ def _remove_unfinished(output: str, done: set[str]) -> None:
 
 def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     """The streaming Ray Data plan over the pending units."""
-    import ray.data
-
-    from carevl.curation.pipeline import actor_threads, pool_args
-    from carevl.training.common import judge_spec
-
     ref, cache = config.refine, str(config.paths.model_cache_dir())
     critic = judge_spec(config, sft_model)
     scorer = config.models[ref.scorer_model]

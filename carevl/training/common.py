@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from carevl.config import CarevlConfig, ConfigError, LoraSpec, ModelSpec, TrainStageConfig
+from carevl.config import CarevlConfig, ConfigError, LoraSpec, TrainStageConfig
+from carevl.models.specs import judge_spec
 
 FINAL_MARKER = "carevl_training.json"   # written into model/ last: its presence means "complete"
 FINAL_DIR_NAME = "final_model"          # Ray checkpoint dir name of the final model
@@ -85,12 +86,6 @@ def lora_config(spec: LoraSpec, exclude_prefix: str | None):
     exclude = rf"^{re.escape(exclude_prefix)}\..*" if exclude_prefix else None
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                       target_modules=spec.target_modules, exclude_modules=exclude, task_type="CAUSAL_LM")
-
-
-def judge_spec(config: CarevlConfig, path: str | Path | None = None) -> ModelSpec:
-    """The judge backbone's ModelSpec (`sft.judge_model`), optionally pointed at a trained folder."""
-    spec = config.models[config.sft.judge_model]
-    return spec if path is None else spec.model_copy(update={"path": str(path)})
 
 
 # --------------------------------------------------------------------------------------- models

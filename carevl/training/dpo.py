@@ -14,6 +14,7 @@ from typing import Any
 from carevl.config import CarevlConfig
 from carevl.data import io as dio
 from carevl.judge_format import judge_messages
+from carevl.models.specs import judge_spec
 from carevl.training import common
 from carevl.training.examples import DPO_FEATURES, load_examples, prepare_examples
 
@@ -44,7 +45,7 @@ def dpo_example(row: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]
 def _frozen_reference(config: CarevlConfig, sft_model: str, device):
     from carevl.models.loading import load_vlm
 
-    ref, _ = load_vlm(common.judge_spec(config, sft_model), config.paths.model_cache_dir(), device=device)
+    ref, _ = load_vlm(judge_spec(config, sft_model), config.paths.model_cache_dir(), device=device)
     ref.requires_grad_(False)
     return ref.eval()
 

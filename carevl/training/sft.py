@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from carevl.config import CarevlConfig
+from carevl.models.specs import judge_spec
 from carevl.training import common
 from carevl.training.examples import SFT_FEATURES, load_examples, prepare_examples
 from carevl.training.sft_data import sft_conversation
@@ -71,6 +72,6 @@ def run_sft(config: CarevlConfig, input_uri: str, output: str) -> dict[str, Any]
     init_ray(config)
     common.fit("sft", stage, paths, sft_worker,
                         {"config": config.model_dump(mode="json"), "root": str(paths.root)})
-    summary = {"stage": "sft", "input": input_uri, "base_model": common.judge_spec(config).path,
+    summary = {"stage": "sft", "input": input_uri, "base_model": judge_spec(config).path,
                "data": data, "train_seconds": clock.seconds(), "config_hash": config.config_hash()}
     return common.publish_final(paths, "sft", summary)

@@ -14,11 +14,10 @@ shown.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections import Counter
 from typing import Any, Iterable
 
-from carevl.judge_format import format_judgement, judge_messages, swap_choice
+from carevl.judge_format import format_judgement, judge_messages, swap_answer_mentions, swap_choice
 
 # Reasons a curated row yields no SFT example (counted in the SFT summary, never dropped silently).
 NOT_HIGH = "not_high_confidence"
@@ -26,27 +25,10 @@ NO_LABEL = "no_label"
 LABEL_MISMATCH = "label_differs_from_judge"
 NO_EXPLANATION = "no_explanation"
 
-_MENTION_RE = re.compile(r"\b(answer|response|option|candidate)(\s+)([AB])\b", re.IGNORECASE)
-
-
 def swap_order(seed: int, pair_id: str) -> bool:
     """Whether to show this pair's answers in swapped order: a fair coin fixed by (seed, pair_id)."""
     digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()
     return digest[0] & 1 == 1
-
-
-def swap_answer_mentions(text: str) -> str:
-    """Exchange the letters in mentions such as "Answer A" / "response B" (A<->B), keeping the words.
-
-    Bare letters ("A is better") are left alone: they are too ambiguous to rewrite safely.
-    """
-    def flip(m: re.Match) -> str:
-        letter = m.group(3)
-        if not letter.isupper():  # "answer a question": an article, not a label
-            return m.group(0)
-        return f"{m.group(1)}{m.group(2)}{'B' if letter == 'A' else 'A'}"
-
-    return _MENTION_RE.sub(flip, text)
 
 
 def sft_target(row: dict[str, Any]) -> tuple[str | None, str | None]:

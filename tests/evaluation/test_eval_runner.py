@@ -11,7 +11,8 @@ from collections import Counter
 import pytest
 
 from carevl.config import load_config
-from carevl.evaluation.backends import judge_answer, judge_spec
+from carevl.evaluation.backends import judge_answer
+from carevl.models.specs import judge_spec
 from carevl.evaluation.judgements import (
     PRIMARY,
     SWAPPED,
@@ -78,10 +79,12 @@ def test_judge_answer_statuses():
 
 def test_judge_spec_keeps_settings_and_replaces_path():
     config = load_config()
-    spec = judge_spec(config, "/some/checkpoint")
-    assert spec.path == "/some/checkpoint"
-    assert spec.max_length == config.models["vlm"].max_length
-    assert judge_spec(config, "vlm") == config.models["vlm"]
+    spec = judge_spec(config, "/some/checkpoint", backbone=config.evaluation.judge_model)
+    assert spec.path == "/some/checkpoint" and spec.gguf_file is None
+    assert spec.max_length == config.models[config.evaluation.judge_model].max_length
+    assert judge_spec(config, "vlm", backbone=config.evaluation.judge_model) == config.models["vlm"]
+    with pytest.raises(ValueError, match="kind 'reward'"):
+        judge_spec(config, "rm_llama")
 
 
 def longer_answer_judge(unparseable_ids=(), fail_after=None):

@@ -1,7 +1,7 @@
 """The critique sampler's vLLM path (paper preset), built on CPU without running vLLM."""
 from carevl.config import load_config
-from carevl.curation.vllm_backend import engine_kwargs, processor_config, sampling_kwargs
-from carevl.training.common import judge_spec
+from carevl.models.backends.vllm import engine_kwargs, processor_config, sampling_kwargs
+from carevl.models.specs import judge_spec
 
 
 def test_paper_critic_is_the_sft_model_on_vllm(repo_root):

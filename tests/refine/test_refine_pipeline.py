@@ -13,7 +13,7 @@ from carevl.models.loading import resolve_model_path
 from carevl.refine.critiques import CritiqueScorer
 from carevl.refine.negatives import NO_CORRECT, NO_REJECTED, NO_SCORED_CORRECT
 from carevl.refine.pipeline import apply_strategy, dpo_rows, run_refine
-from carevl.training.common import judge_spec
+from carevl.models.specs import judge_spec
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
 MICRO = ["models.judge.path=tiny:vlm_micro", "refine.num_samples=3", "refine.max_new_tokens=12",

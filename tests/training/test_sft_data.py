@@ -1,8 +1,8 @@
 """SFT conversation builder (paper 3.3): seeded A/B swap with a consistent target."""
-from carevl.judge_format import parse_explanation, parse_verdict
+from carevl.judge_format import parse_explanation, parse_verdict, swap_answer_mentions
 from carevl.training.sft_data import (
     LABEL_MISMATCH, NO_EXPLANATION, NO_LABEL, NOT_HIGH, sft_conversation, sft_conversations,
-    swap_answer_mentions, swap_order,
+    swap_order,
 )
 
 

@@ -149,7 +149,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class OpenAIGenerator:
-    """The generation interface of `carevl.models.generation.VLMGenerator`, served by an HTTP endpoint.
+    """The generation interface of `carevl.models.backends.transformers.VLMGenerator`, served by an HTTP endpoint.
 
     A request that still fails after all retries yields None in place of its texts; `last_results`
     keeps the per-request outcomes (errors, cache hits) of the latest call.

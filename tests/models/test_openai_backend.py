@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from carevl.config import ModelSpec
-from carevl.curation.openai_backend import OpenAIChatClient, OpenAIGenerator, RequestCache, openai_messages
+from carevl.models.backends.openai import OpenAIChatClient, OpenAIGenerator, RequestCache, openai_messages
 from carevl.judge_format import judge_messages
 
-from tests.curation.conftest import SECRET
+from tests.chat_provider import SECRET
 
 def _body(marker: str) -> dict:
     return {"model": "judge", "messages": [{"role": "user", "content": f"compare {marker}"}], "temperature": 0}
