@@ -11,8 +11,8 @@ from pathlib import Path
 from carevl.config import ModelSpec
 from carevl.config.stages import InputLimits
 from carevl.curation.columns import ItemStage, active_rows, load_row_images, set_reason
-from carevl.curation.pairs import PairError
-from carevl.curation.validate import Rejected, attach_pairs, check_responses
+from carevl.curation.validate import attach_pairs, check_responses
+from carevl.errors import ReasonError
 from carevl.models.backends import make_generator
 
 
@@ -74,7 +74,7 @@ class CandidateCheck(ItemStage):
             try:
                 check_responses(row["responses"], self.limits)
                 attach_pairs(row, self.judge_from_column)
-            except (Rejected, PairError) as exc:
+            except ReasonError as exc:  # Rejected, PairError
                 set_reason(columns, i, exc.reason)
                 continue
             for name in ("pairs_a", "pairs_b", "judge_choices", "judge_statuses", "judge_explanations"):

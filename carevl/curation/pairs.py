@@ -11,6 +11,7 @@ from itertools import combinations
 from typing import Any, Sequence
 
 from carevl.curation.votes import confidence_split, count_votes
+from carevl.errors import ReasonError
 from carevl.judge_format import parse_verdict, swap_choice
 from carevl.schema import pair_id
 
@@ -18,12 +19,8 @@ from carevl.schema import pair_id
 JUDGE_OK, JUDGE_MISSING, JUDGE_UNPARSEABLE, JUDGE_ERROR = "ok", "missing", "unparseable", "error"
 
 
-class PairError(ValueError):
+class PairError(ReasonError):
     """Given judgements that do not describe valid pairs; `reason` is a quarantine code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)

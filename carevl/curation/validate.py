@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carevl.config.stages import InputLimits
-from carevl.curation.pairs import JUDGE_MISSING, PairError, column_choice, distinct_indices, item_pairs
-from carevl.data.images import ImageError, image_key, load_image
-from carevl.data.io import RowError, normalize_row
+from carevl.errors import ReasonError
+from carevl.curation.pairs import JUDGE_MISSING, column_choice, distinct_indices, item_pairs
+from carevl.data.images import image_key, load_image
+from carevl.data.io import normalize_row
 from carevl.schema import ITEM_SCHEMA
 
 # Reason codes of this stage (image reasons come from carevl.data.images).
@@ -53,10 +54,8 @@ class ValidationContext:
     first_row: dict[int, int] = field(default_factory=dict)
 
 
-class Rejected(ValueError):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+class Rejected(ReasonError):
+    """A row that breaks a stage-1 rule; the reason code says which."""
 
 
 def _json_default(value: Any) -> Any:
@@ -161,7 +160,7 @@ def validate_row(raw: dict[str, Any], index: int, ctx: ValidationContext) -> tup
             row["responses"], row["response_models"] = [], []
         else:
             attach_pairs(row, ctx.judge_from_column)
-    except (Rejected, RowError, ImageError, PairError) as exc:
+    except ReasonError as exc:  # Rejected, RowError, ImageError, PairError
         return None, exc.reason
     if row.get("response_models") is None:
         row["response_models"] = [None] * len(row["responses"])

@@ -20,6 +20,7 @@ import pyarrow.fs as pafs
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from carevl.config.stages import InputLimits
+from carevl.errors import ReasonError
 
 # Reason codes (stable: quarantine rows and summaries count them).
 IMAGE_MISSING = "image_missing"
@@ -41,12 +42,8 @@ _MIME_BY_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/
                   (b"MM\x00*", "image/tiff"))
 
 
-class ImageError(ValueError):
+class ImageError(ReasonError):
     """An image that cannot be used; `reason` is one of REASONS, the message is for people."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carevl.errors import ReasonError
+
 Format = Literal["parquet", "jsonl"]
 FORMATS: tuple[str, ...] = ("parquet", "jsonl")
 _EXTENSIONS = {"parquet": (".parquet",), "jsonl": (".jsonl", ".json", ".ndjson")}
@@ -33,12 +35,8 @@ class DataFormatError(ValueError):
     """A file or row that cannot be read as expected; the message names the file (and line)."""
 
 
-class RowError(ValueError):
+class RowError(ReasonError):
     """One row that does not fit the schema; `reason` is a short code for a quarantine row."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 # ---------------------------------------------------------------------------------------------- paths

@@ -80,12 +80,13 @@ class CritiqueSampler:
 
     def __init__(self, spec: ModelSpec, model_cache: str, num_samples: int, temperature: float,
                  max_new_tokens: int, seed: int, limits: InputLimits | None = None,
-                 num_threads: int | None = None) -> None:
+                 allow_remote_images: bool = False, num_threads: int | None = None) -> None:
         use_threads(num_threads)
         self.generator = make_generator(spec, Path(model_cache), request_cache=None)
         self.num_samples, self.temperature, self.max_new_tokens = num_samples, temperature, max_new_tokens
         self.seed = seed
         self.limits = limits or InputLimits()
+        self.allow_remote = allow_remote_images  # `curation.allow_remote_images`: the same rule as curation
 
     def __call__(self, batch: pa.Table | dict[str, Any]) -> pa.Table:
         table = as_table(batch, SAMPLER_COLUMNS, "CritiqueSampler")
@@ -97,7 +98,8 @@ class CritiqueSampler:
                 row["skip_reason"] = NO_LABEL
                 continue
             try:
-                images.append(load_image(row["image_path"], row["image_bytes"], self.limits, allow_remote=True))
+                images.append(load_image(row["image_path"], row["image_bytes"], self.limits,
+                                         allow_remote=self.allow_remote))
             except ImageError as exc:
                 row["skip_reason"] = exc.reason
                 continue

@@ -15,7 +15,7 @@ from carevl.models.backends.transformers import token_budget_chunks
 from carevl.curation.outputs import write_outputs
 from carevl.curation.pipeline import expert_groups, group_resources, pool_args
 from carevl.curation.strong_judge import StrongJudge, read_judgement
-from carevl.curation.units import STAGING_DIR
+from carevl.ledger import STAGING_DIR
 
 from tests.curation.conftest import png_bytes
 

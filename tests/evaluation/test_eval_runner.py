@@ -6,6 +6,7 @@ through `evaluate(judge_fn=...)`; the real judge on local Ray is in test_eval_e2
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -23,6 +24,7 @@ from carevl.evaluation.judgements import (
     seeded_shuffle,
 )
 from carevl.evaluation.runner import EvalRequest, evaluate
+from carevl.ledger import StaleRunError
 
 
 def _items(n, label="A", category="cat"):
@@ -165,9 +167,12 @@ def test_evaluate_resumes_after_a_kill(tmp_path):
     keys = Counter((r["id"], r["run"]) for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines()))
     assert len(keys) == 16 and set(keys.values()) == {1}
     assert len(seen) == 2 * (16 - len(partial))  # only the missing (item, run) pairs, in both orders
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(StaleRunError, match=r'config.judge: "rule-judge" -> "other-judge"'):
         evaluate(config, EvalRequest("pairwise", "other-judge", str(out), input=req.input, mode="explain"),
                  judge_fn=longer_answer_judge())
+    Path(req.input).write_text(Path(req.input).read_text() + "\n")  # the benchmark file changed
+    with pytest.raises(StaleRunError, match=r"input.benchmark.bytes: .*To start afresh, delete"):
+        evaluate(config, req, judge_fn=longer_answer_judge())
 
 
 def test_limit_keeps_first_items_of_the_seeded_order(tmp_path):

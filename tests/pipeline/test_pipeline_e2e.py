@@ -7,9 +7,8 @@ import os
 import pytest
 
 from carevl.config import load_config
-from carevl.pipeline import MARKER, PipelineOptions, plan_stages, run_pipeline, shared_ray
-
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+from carevl.ledger import StaleRunError
+from carevl.pipeline import MARKER, PipelineOptions, config_of, plan_stages, run_or_skip, run_pipeline, shared_ray
 
 SMALL = [
     "--set", "refine.num_samples=2",
@@ -18,6 +17,8 @@ SMALL = [
 ]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=6, eval_items=8,
                            base_judge="judge", vl_rewardbench=None)
@@ -41,3 +42,18 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert ran == []
     assert all((s.output / MARKER).is_file() for s in plan_stages(opts)
                if again["stage_seconds"][s.name] == "skipped")
+
+
+def test_a_finished_stage_is_skipped_only_with_the_same_settings(tmp_path):
+    """The stage record holds the config the stage read: a `--set` that matters to it is refused with
+    what changed, one that does not (a later stage's section) leaves it finished."""
+    opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=2, eval_items=2)
+    stage = next(s for s in plan_stages(opts) if s.name == "prepare_models")
+    logs = tmp_path / "logs"
+    assert isinstance(run_or_skip(stage, config_of(SMALL), SMALL, logs), float)
+    assert run_or_skip(stage, config_of(SMALL), SMALL, logs) == "skipped"
+    later = SMALL + ["--set", "evaluation.k=2"]       # evaluation is not read by prepare_models
+    assert run_or_skip(stage, config_of(later), later, logs) == "skipped"
+    changed = SMALL + ["--set", "models.vlm.generation.max_new_tokens=9"]
+    with pytest.raises(StaleRunError, match=r"config\.models\.vlm\.generation\.max_new_tokens: 48 -> 9"):
+        run_or_skip(stage, config_of(changed), changed, logs)

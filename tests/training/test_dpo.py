@@ -9,6 +9,7 @@ import pytest
 
 from carevl.config import load_config
 from carevl.judge_format import format_judgement, swap_choice
+from carevl.ledger import StaleRunError
 from carevl.training.dpo import dpo_example, run_dpo
 
 
@@ -50,3 +51,14 @@ def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, checks, cur
     assert history[-1]["rewards/margins"] > 0
     checks.assert_trained(base, tmp_path / "dpo" / "model")
     checks.assert_generates(tmp_path / "dpo" / "model")
+
+    # The same run again is complete: nothing is trained. Changed config or input is refused, not reused.
+    assert run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo")) == summary
+    changed = load_config(overrides=checks.MICRO + checks.stage_overrides("dpo", max_steps=4, save_steps=2,
+                                                            learning_rate=5e-4, beta=0.2))
+    with pytest.raises(StaleRunError, match=r"config\.dpo\.trainer\.beta: 0\.1 -> 0\.2"):
+        run_dpo(changed, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
+    _dpo_rows(curated_pairs, tmp_path / "more")
+    (tmp_path / "more" / "dpo" / "part-00000.parquet").rename(tmp_path / "pairs" / "dpo" / "part-00001.parquet")
+    with pytest.raises(StaleRunError, match=r"input\.rows\.files: 1 -> 2"):
+        run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))

@@ -61,3 +61,11 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
 
     checks.assert_trained(checks.micro_folder(), out / "model")
     assert isinstance(checks.assert_generates(out / "model"), str)
+
+    # Another learning rate into the same folder: the finished model is not taken for it (exit 2, one line).
+    changed = subprocess.run(cmd + ["--set", "sft.trainer.learning_rate=0.002"], cwd=repo_root,
+                             capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    error = [line for line in changed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "config.sft.trainer.learning_rate: 0.001 -> 0.002" in error[0]
+    assert "Traceback" not in changed.stderr
