@@ -11,11 +11,12 @@ from carevl.config.stages import InputLimits
 from carevl.curation.candidates import CandidateCheck, CandidateGenerator
 from carevl.curation.captions import Captioner, CaptionStore
 from carevl.curation.experts import ExpertScorer, expert_messages
-from carevl.models.backends.transformers import token_budget_chunks
 from carevl.curation.outputs import write_outputs
-from carevl.curation.pipeline import expert_groups, group_resources, pool_args
+from carevl.curation.pipeline import expert_groups
 from carevl.curation.strong_judge import StrongJudge, read_judgement
 from carevl.ledger import STAGING_DIR
+from carevl.models.backends.transformers import token_budget_chunks
+from carevl.ray_utils import group_resources, pool_args
 
 from tests.curation.conftest import png_bytes
 
@@ -162,6 +163,17 @@ def test_candidates_generated_then_checked(config):
 def test_candidate_check_quarantines_identical_answers():
     batch = {"needs_candidates": [True], "responses": [["same", "same"]], "reason": [None]}
     assert CandidateCheck(LIMITS, True)(batch).to_pydict()["reason"] == ["too_few_distinct_responses"]
+
+
+def test_candidate_check_applies_every_response_rule_of_validation():
+    """Generated candidates obey the same rules as shipped responses, `max_responses` included."""
+    limits = InputLimits(max_responses=3, max_response_chars=20)
+    batch = {"needs_candidates": [True, True, True, True],
+             "responses": [["a", "b", "c", "d"], ["fine", "x" * 21], ["fine", " "], ["one", "two", "three"]],
+             "reason": [None, None, None, None]}
+    out = CandidateCheck(limits, True)(batch).to_pydict()
+    assert out["reason"] == ["too_many_responses", "response_too_long", "empty_response", None]
+    assert out["pairs_a"][3] == [0, 0, 1] and out["pairs_b"][3] == [1, 2, 2]
 
 
 # ------------------------------------------------------------------------------------------- outputs

@@ -51,7 +51,7 @@ def test_presentation_is_randomised_and_orders_are_opposite():
         assert (primary["response_a"], primary["response_b"]) == (other["response_b"], other["response_a"])
         shown_first = it["response_b"] if presented_swapped(0, it["id"]) else it["response_a"]
         assert primary["response_a"] == shown_first
-        assert primary["seed"] != reqs[request_key(it["id"], 1, PRIMARY)]["seed"]  # runs sample differently
+        assert primary["run"] == 0 and reqs[request_key(it["id"], 1, PRIMARY)]["run"] == 1
     assert judge_requests(items[:5], [0, 1], 0, False, done={("it0", 0)})[0]["key"] == request_key("it0", 1, PRIMARY)
 
 
