@@ -57,28 +57,35 @@ def _reference(config: CarevlConfig, start_model: str, device):
     return ref.eval()
 
 
-def train_worker(loop_config: dict[str, Any]) -> None:
-    """The Ray Train loop of either stage: runs on every worker."""
-    recipe: Recipe = loop_config["recipe"]
-    config = CarevlConfig.model_validate(loop_config["config"])
-    stage, start = getattr(config, recipe.name), loop_config["start_model"]
-    paths = common.TrainPaths(Path(loop_config["root"]))
-    scratch = paths.scratch / f"rank-{ray.train.get_context().get_world_rank()}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    device = ray.train.torch.get_device()
-
+def build_trainer(recipe: Recipe, config: CarevlConfig, start: str | None, dataset: datasets.Dataset,
+                  output_dir: Path, device, callbacks: list | None = None):
+    """TRL's trainer of `recipe`: the starting model (vision encoder frozen), TRL's config from
+    `<stage>.trainer`, LoRA adapters when configured, and for DPO the frozen reference."""
+    stage = getattr(config, recipe.name)
     model, processor, vision_prefix = common.load_trainable_vlm(config, stage, start, device=device)
     args = common.trl_args(recipe.config_cls, recipe.name, stage.trainer,
-                           **common.fixed_trainer_fields(stage, str(scratch / "hf"), config.seed))
+                           **common.fixed_trainer_fields(stage, str(output_dir), config.seed))
     peft_config = common.lora_config(stage.lora, vision_prefix if stage.freeze_vision else None) \
         if stage.lora is not None else None
     extra = {}
     if recipe.frozen_reference:
         # With LoRA, TRL disables the adapters to get the reference: no second copy of the model.
         extra["ref_model"] = None if peft_config is not None else _reference(config, start, device)
-    trainer = recipe.trainer_cls(model=model, args=args, train_dataset=load_examples(paths.data),
-                                 processing_class=processor, peft_config=peft_config,
-                                 callbacks=[RayTrainReportCallback()], **extra)
+    trainer = recipe.trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                                 peft_config=peft_config, callbacks=callbacks or [], **extra)
+    return trainer, processor
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """The Ray Train loop of either stage: runs on every worker."""
+    recipe: Recipe = loop_config["recipe"]
+    config = CarevlConfig.model_validate(loop_config["config"])
+    paths = common.TrainPaths(Path(loop_config["root"]))
+    scratch = paths.scratch / f"rank-{ray.train.get_context().get_world_rank()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    trainer, processor = build_trainer(recipe, config, loop_config["start_model"], load_examples(paths.data),
+                                       scratch / "hf", ray.train.torch.get_device(), [RayTrainReportCallback()])
+    stage = getattr(config, recipe.name)
     trainer = prepare_trainer(trainer)
     resume = common.resume_checkpoint(scratch)
     trainer.train(resume_from_checkpoint=resume)

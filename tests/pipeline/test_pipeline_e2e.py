@@ -57,3 +57,19 @@ def test_a_finished_stage_is_skipped_only_with_the_same_settings(tmp_path):
     changed = SMALL + ["--set", "models.vlm.generation.max_new_tokens=9"]
     with pytest.raises(StaleRunError, match=r"config\.models\.vlm\.generation\.max_new_tokens: 48 -> 9"):
         run_or_skip(stage, config_of(changed), changed, logs)
+
+
+def test_the_pipeline_job_takes_vl_rewardbench_as_an_option(tmp_path, capsys):
+    """No benchmark path is assumed outside the repository, and the limit default is the library's."""
+    from carevl.cli import parse_job_args, run_job
+    from ray_jobs import pipeline as job
+
+    args = parse_job_args(job.JOB, ["--output", str(tmp_path / "run")])
+    assert args.extra.vl_rewardbench is None
+    assert args.extra.vl_rewardbench_limit == PipelineOptions(run_dir=tmp_path, config_args=[]).vl_rewardbench_limit
+    assert [s for s in plan_stages(PipelineOptions(run_dir=tmp_path, config_args=[])) if "vlrb" in s.name] == []
+    with_file = plan_stages(PipelineOptions(run_dir=tmp_path, config_args=[], vl_rewardbench=tmp_path / "d.jsonl"))
+    assert [s.args[s.args.index("--limit") + 1] for s in with_file if "vlrb" in s.name] == ["100"] * 3
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(job.JOB, ["--output", str(tmp_path / "run"), "--vl-rewardbench", str(tmp_path / "missing.jsonl")])
+    assert exit_info.value.code == 2 and "missing.jsonl" in capsys.readouterr().err
