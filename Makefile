@@ -21,13 +21,14 @@ $(VENV)/.carevl-installed: pyproject.toml
 install: $(VENV)/.carevl-installed
 
 demo: install
-	$(PYTHON) -m ray_jobs.pipeline --output $(RUN_DIR) --demo $(if $(VL_REWARDBENCH),--vl-rewardbench $(VL_REWARDBENCH))
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m ray_jobs.pipeline --output $(RUN_DIR) --demo $(if $(VL_REWARDBENCH),--vl-rewardbench $(VL_REWARDBENCH))
 
+# The virtualenv's bin/ leads PATH, so tests that call the `ray` / `serve` CLIs find this environment's.
 test: install
-	$(PYTHON) -m pytest
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest
 
 test-fast: install
-	$(PYTHON) -m pytest -m "not ray and not slow"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest -m "not ray and not slow"
 
 clean:
 	rm -rf runs .pytest_cache

@@ -61,10 +61,16 @@ def synth_rows(n: int, seed: int = 3) -> list[dict]:
     return rows
 
 
+MICRO_EXPERTS = "[rm_llama, rm_qwen2, rm_gemma2, rm_mistral]"  # M = 4 architectures, tau = 3
+
+
 def tiny_overrides(unit_items: int) -> list[str]:
-    """The fastest real models: the micro VLM for captions, short captions, small work units."""
+    """The fastest real models: the micro VLM for captions, short captions, the four micro reward models
+    as experts (the SmolLM2-backed one costs most of a run's scoring time and adds nothing to what the
+    pipeline tests check), small work units."""
     return ["models.vlm.path=tiny:vlm_micro", "models.vlm.generation.max_new_tokens=8",
-            f"curation.unit_items={unit_items}", "curation.progress_interval_s=2"]
+            f"curation.experts={MICRO_EXPERTS}", f"curation.unit_items={unit_items}",
+            "curation.progress_interval_s=2"]
 
 
 def kill_processes_mentioning(marker: str) -> int:

@@ -98,8 +98,8 @@ def test_a_changed_input_is_refused(curated, tmp_path):
     other = write_jsonl(tmp_path / "other.jsonl", curated["rows"][:2])
     with pytest.raises(StaleRunError, match=r"input\.items\.uri: .*To start afresh, delete"):
         run_curation(curated["config"], str(other), str(curated["run_dir"]))
-    changed = load_config(overrides=tiny_overrides(unit_items=3) + ["curation.tau=3"])
-    with pytest.raises(StaleRunError, match=r"config\.tau: 4 -> 3"):
+    changed = load_config(overrides=tiny_overrides(unit_items=3) + ["curation.tau=4"])
+    with pytest.raises(StaleRunError, match=r"config\.tau: 3 -> 4"):
         run_curation(changed, str(curated["input"]), str(curated["run_dir"]))
 
 

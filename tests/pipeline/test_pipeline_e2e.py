@@ -12,7 +12,7 @@ from carevl.pipeline import MARKER, PipelineOptions, config_of, plan_stages, run
 
 SMALL = [
     "--set", "refine.num_samples=2",
-    "--set", "sft.trainer.num_train_epochs=4",
+    "--set", "sft.trainer.num_train_epochs=2",
     "--set", "evaluation.k=1",
 ]
 
@@ -20,7 +20,7 @@ SMALL = [
 @pytest.mark.ray
 @pytest.mark.slow
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
-    opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=6, eval_items=8,
+    opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=6, eval_items=4,
                            base_judge="judge", vl_rewardbench=None)
     with shared_ray(load_config()) as address:  # every stage job joins this one Ray instance
         assert os.environ["RAY_ADDRESS"] == address

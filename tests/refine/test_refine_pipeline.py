@@ -17,7 +17,7 @@ from carevl.refine.pipeline import apply_strategy, dpo_rows, run_refine
 from carevl.models.specs import judge_spec
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
-MICRO = ["models.judge.path=tiny:vlm_micro", "refine.num_samples=3", "refine.max_new_tokens=12",
+MICRO = ["models.judge.path=tiny:vlm_micro", "refine.num_samples=2", "refine.max_new_tokens=12",
          "refine.unit_rows=2", "models.scorer.generation.max_new_tokens=6"]
 KNOWN_SKIPS = {NO_CORRECT, NO_SCORED_CORRECT, NO_REJECTED, "no_label"}
 
@@ -40,7 +40,7 @@ def test_refine_end_to_end_and_resume(ray_local, tmp_path):
     assert set(summary["skipped"]) <= KNOWN_SKIPS
     critiques = _read(out / "critiques")
     assert sorted(r["pair_id"] for r in critiques) == sorted(r["pair_id"] for r in _read(tmp_path / "run" / "low"))
-    assert all(len(r["critiques"]) == 3 == len(r["verdicts"]) == len(r["scores"]) for r in critiques)
+    assert all(len(r["critiques"]) == 2 == len(r["verdicts"]) == len(r["scores"]) for r in critiques)
     assert all(r["correct"] == [v == r["label"] for v in r["verdicts"]] for r in critiques)
     rows = _read(out / "dpo") if any((out / "dpo").iterdir()) else []
     assert len(rows) == summary["dpo_rows"]
