@@ -32,9 +32,9 @@ USER_TEMPLATE = (
 # The text the judge writes before the verdict token; verdict mode reads the next-token distribution here.
 VERDICT_PREFIX = "Verdict:"
 
+_MENTION_RE = re.compile(r"\b(answer|response|option|candidate)(\s+)([AB])\b", re.IGNORECASE)
 _VERDICT_RE = re.compile(r"^\s*\**\s*verdict\s*\**\s*:\s*\**\s*\[?\s*(A|B)\s*\]?\**\s*$", re.IGNORECASE)
 _EXPLANATION_RE = re.compile(r"^\s*explanation\s*:\s*", re.IGNORECASE)
-_MENTION_RE = re.compile(r"\b(answer|response|option|candidate)(\s+)([AB])\b", re.IGNORECASE)
 
 
 def judge_messages(question: str, response_a: str, response_b: str, with_image: bool = True) -> list[dict]:
@@ -89,7 +89,9 @@ def swap_choice(choice: Choice | None) -> Choice | None:
 def swap_answer_mentions(text: str) -> str:
     """Exchange the letters in mentions such as "Answer A" / "response B" (A<->B), keeping the words.
 
-    Bare letters ("A is better") are left alone: they are too ambiguous to rewrite safely.
+    Used wherever a judgement is re-told for the swapped answer order, so its explanation keeps arguing
+    for the answer its verdict names. Bare letters ("A is better") are left alone: they are too
+    ambiguous to rewrite safely.
     """
     def flip(m: re.Match) -> str:
         letter = m.group(3)

@@ -1,7 +1,8 @@
 """Curation (paper 3.1, 3.2; the first loop of Algorithm 1): items in, confidence-split pairs out.
 
 Modules in the order the data flows:
-    units        deterministic work units, staged publish, resume
+    units        the input scan: row counts, unit boundaries, duplicate ids (the run ledger, `carevl.ledger`,
+                 plans, stages, publishes and resumes the units)
     read         stage 1 UDF: read a unit, apply `validate` to every row
     validate     stage 1 rules; bad rows get a quarantine `reason`
     candidates   paper 3.1: responses for items that arrive without any

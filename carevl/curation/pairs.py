@@ -11,9 +11,9 @@ from itertools import combinations
 from typing import Any, Sequence
 
 from carevl.curation.votes import confidence_split, count_votes
-from carevl.errors import ReasonError
-from carevl.judge_format import parse_verdict, swap_choice
+from carevl.judge_format import parse_explanation, parse_verdict, swap_answer_mentions, swap_choice
 from carevl.schema import pair_id
+from carevl.errors import ReasonError
 
 # Judge status values recorded on every pair.
 JUDGE_OK, JUDGE_MISSING, JUDGE_UNPARSEABLE, JUDGE_ERROR = "ok", "missing", "unparseable", "error"
@@ -52,7 +52,8 @@ def distinct_indices(responses: Sequence[str]) -> list[int]:
 def item_pairs(responses: Sequence[str], judgements: Sequence[dict] | None) -> list[PairSpec]:
     """The pairs of one item: every unordered pair of distinct responses, or exactly the judged pairs.
 
-    A judged pair given as (b, a) with b > a is turned round, its verdict swapped. Raises PairError for
+    A judged pair given as (b, a) with b > a is turned round: its verdict and the answer mentions in its
+    explanation are swapped. Raises PairError for
     an index out of range, a pair of identical responses, or the same pair judged twice.
     """
     if not judgements:
@@ -65,16 +66,31 @@ def item_pairs(responses: Sequence[str], judgements: Sequence[dict] | None) -> l
             raise PairError("bad_judgement_index", f"judgement {k} names responses ({a}, {b}) of {n}")
         if rep[a] == rep[b]:
             raise PairError("bad_judgement_index", f"judgement {k} compares a response with itself ({a}, {b})")
-        choice, explanation = j.get("choice"), j.get("explanation")
+        choice, explanation = j.get("choice"), given_explanation(j)
         if a > b:
+            # Re-told for the (a, b) order: the verdict and the explanation's answer mentions both flip,
+            # so the explanation still argues for the answer the verdict names.
             a, b = b, a
             normalized = column_choice(choice)[0]
             choice = swap_choice(normalized) if normalized else choice
+            explanation = swap_answer_mentions(explanation) if explanation else explanation
         if (a, b) in seen:
             raise PairError("duplicate_judgement", f"responses ({a}, {b}) are judged twice")
         seen.add((a, b))
         specs.append(PairSpec(a, b, choice, explanation))
     return specs
+
+
+def given_explanation(judgement: dict) -> str | None:
+    """The explanation shipped with one input judgement: its `explanation` field, or, when `choice`
+    holds a full judgement text (verdict line, then explanation), the explanation inside it."""
+    explanation = judgement.get("explanation")
+    if isinstance(explanation, str) and explanation.strip():
+        return explanation
+    choice = judgement.get("choice")
+    if isinstance(choice, str) and parse_verdict(choice):
+        return parse_explanation(choice) or explanation
+    return explanation
 
 
 def column_choice(choice: Any) -> tuple[str | None, str]:

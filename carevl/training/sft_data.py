@@ -25,6 +25,7 @@ NO_LABEL = "no_label"
 LABEL_MISMATCH = "label_differs_from_judge"
 NO_EXPLANATION = "no_explanation"
 
+
 def swap_order(seed: int, pair_id: str) -> bool:
     """Whether to show this pair's answers in swapped order: a fair coin fixed by (seed, pair_id)."""
     digest = hashlib.sha256(f"{seed}:{pair_id}".encode()).digest()

@@ -90,6 +90,27 @@ def test_clean_rows_carry_pairs_and_column_verdicts(jsonl_writer):
     assert first["image_key"] == second["image_key"]   # same picture, same key: captioned once
 
 
+def test_a_judgement_given_in_b_a_order_swaps_its_explanation_with_its_verdict(jsonl_writer):
+    """(2, 1) judged 'Answer A is better' becomes (1, 2) judged B: the explanation must now argue for B."""
+    item = good_item("swap", judgements=[
+        {"a": 2, "b": 1, "choice": "A", "explanation": "Answer A names the green square; Answer B is wrong."},
+        {"a": 0, "b": 2, "choice": "A", "explanation": "Answer A is right."}])
+    _, [row] = _run(jsonl_writer, [item])
+    assert list(zip(row["pairs_a"], row["pairs_b"])) == [(1, 2), (0, 2)]
+    assert row["judge_choices"] == ["B", "A"]
+    assert row["judge_explanations"] == ["Answer B names the green square; Answer A is wrong.", "Answer A is right."]
+
+
+def test_a_full_judgement_text_in_choice_keeps_its_explanation(jsonl_writer):
+    item = good_item("full", judgements=[
+        {"a": 0, "b": 1, "choice": "Verdict: A\nExplanation: Answer A matches the red square."},
+        {"a": 2, "b": 0, "choice": "Verdict: B\nExplanation: Answer B is right, Answer A is not."}])
+    _, [row] = _run(jsonl_writer, [item])
+    assert row["judge_choices"] == ["A", "A"] and row["judge_statuses"] == ["ok", "ok"]
+    assert row["judge_explanations"] == ["Answer A matches the red square.",
+                                         "Answer A is right, Answer B is not."]
+
+
 def test_unparseable_and_missing_verdicts_are_recorded_not_guessed(jsonl_writer):
     item = good_item("v", judgements=[{"a": 0, "b": 1, "choice": "A is better, probably"},
                                       {"a": 0, "b": 2, "choice": None}, {"a": 1, "b": 2, "choice": " b "}])
