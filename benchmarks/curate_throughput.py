@@ -6,7 +6,9 @@ into a shared caption store so none of the three measurements pays for them):
          loading included, strong-judge backend `column`);
   naive  one process, every pair, every expert: a forward pass over both sides of the pair;
   raw    one process running only the batched forward passes over the same distinct texts.
-Reported: job/naive (target >= 4) and job/raw (target >= 0.85).
+Reported: job/naive (target >= 4) and job/raw (target >= 0.9; the raw baseline gets the expert actor's
+own batching: the distinct responses of one expert batch of items per call, in token-budget,
+length-sorted chunks).
 
 Memory: the job run as a subprocess at each requested size (in pairs) with the fastest models (the
 micro caption VLM, the four micro reward models, judge backend `column`); the proportional set size of
@@ -79,26 +81,32 @@ def precompute_captions(config, items: list[dict], store: Path) -> dict[str, str
 
 
 def baselines(config, items: list[dict], captions: dict[str, str], naive_items: int, threads: int) -> dict:
-    """(raw) batched forwards over distinct texts and (naive) both sides of every pair, pairs/s each."""
+    """(raw) batched forwards over distinct texts and (naive) both sides of every pair, pairs/s each.
+
+    The raw baseline scores exactly what the job's expert actor scores per call: the distinct responses
+    of one expert batch of items (`batch_size` items), through the same `RewardScorer.score`, i.e. the
+    same token-budget, length-sorted chunks. job/raw then measures what orchestration costs.
+    """
     import torch
 
-    from carevl.curation.experts import RewardScorer
+    from carevl.curation.experts import expert_messages
     from carevl.curation.pairs import distinct_indices
     from carevl.data.images import image_key
+    from carevl.models.backends import make_scorer
 
     torch.set_num_threads(threads)  # the same as the job's expert actor (its CPUs, rounded up)
-    scorers = {e: RewardScorer(config.models[e], config.paths.model_cache_dir()) for e in config.curation.experts}
+    scorers = {e: make_scorer(config.models[e], config.paths.model_cache_dir()) for e in config.curation.experts}
     pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in items)
     caption = [captions[image_key(it["image_path"], it["image_bytes"])] for it in items]
-    batch = min(config.models[e].resources.batch_size for e in config.curation.experts)
+    batch = min(config.models[e].resources.batch_size for e in config.curation.experts)  # the pool's batch
     raw = 0.0
     for scorer in scorers.values():
-        texts = [scorer.render(caption[i], it["question"], it["responses"][r])
-                 for i, it in enumerate(items) for r in distinct_indices(it["responses"])]
-        per_call = batch * 5  # the job's expert batch: `batch` items of 5 distinct responses
+        calls = [[scorer.render(expert_messages(caption[i], it["question"], it["responses"][r]))
+                  for i, it in enumerate(items[start:start + batch], start)
+                  for r in distinct_indices(it["responses"])] for start in range(0, len(items), batch)]
         t0 = time.perf_counter()
-        for start in range(0, len(texts), per_call):
-            scorer.score(texts[start:start + per_call])
+        for texts in calls:
+            scorer.score(texts)
         raw += time.perf_counter() - t0
     subset = items[:naive_items]
     naive_pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in subset)
@@ -106,8 +114,8 @@ def baselines(config, items: list[dict], captions: dict[str, str], naive_items: 
     for i, it in enumerate(subset):
         for a, b in combinations(distinct_indices(it["responses"]), 2):
             for scorer in scorers.values():
-                scorer.score([scorer.render(caption[i], it["question"], it["responses"][a]),
-                              scorer.render(caption[i], it["question"], it["responses"][b])])
+                scorer.score([scorer.render(expert_messages(caption[i], it["question"], it["responses"][a])),
+                              scorer.render(expert_messages(caption[i], it["question"], it["responses"][b]))])
     naive = time.perf_counter() - t0
     return {"pairs": pairs, "raw_seconds": raw, "raw_pairs_per_s": pairs / raw,
             "naive_pairs": naive_pairs, "naive_seconds": naive, "naive_pairs_per_s": naive_pairs / naive}

@@ -37,8 +37,8 @@ DEFAULTS = [
 
 def judge_accuracy(config: CarevlConfig, model_dir: str | None, pairs: list[dict]) -> dict:
     """Share of held-out pairs whose better answer gets the higher verdict probability."""
-    from carevl.models.generation import VLMGenerator
-    from carevl.training.common import judge_spec
+    from carevl.models.backends.transformers import VLMGenerator
+    from carevl.models.specs import judge_spec
 
     generator = VLMGenerator(judge_spec(config, model_dir), config.paths.model_cache_dir())
     messages = [judge_messages(p["question"], p["response_a"], p["response_b"]) for p in pairs]

@@ -5,15 +5,13 @@
         result = judge.judge("What is shown?", "a cat", "a dog", image=pil_image, mode="verdict")
         best = judge.rank("What is shown?", ["a cat", "a dog", "a bird"]).best_index
 
-Retried: 502/503/504 answers (overload, replica restarts), connection errors and timeouts, with
-exponential backoff (a server's Retry-After wins when longer). Any other error raises `JudgeAPIError`
-at once with the server's status, error code, message and offending field.
+Retried under the project's one HTTP retry policy (`carevl.http_retry`): overload and gateway answers
+(429, 5xx: replica restarts, a full queue), connection errors and timeouts, with exponential backoff; a
+server's Retry-After wins when longer, up to a cap. Any other error raises `JudgeAPIError` at once with
+the server's status, error code, message and offending field; the last retryable one raises it too.
 """
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 from typing import Any, TypeVar
 
 import httpx
@@ -21,6 +19,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from carevl.data.images import encode_data_url
+from carevl.http_retry import RetryableStatus, async_retrying, check_status, retrying
 from carevl.serving.schemas import (
     ErrorBody,
     Health,
@@ -33,8 +32,6 @@ from carevl.serving.schemas import (
     RankResult,
 )
 
-RETRY_STATUSES = frozenset({502, 503, 504})
-RETRY_ERRORS = (httpx.TransportError,)  # connect/read/write errors and every timeout
 T = TypeVar("T", bound=BaseModel)
 
 
@@ -61,12 +58,6 @@ def _error_from(response: httpx.Response) -> JudgeAPIError:
         return JudgeAPIError(response.status_code, "http_error", response.text[:500])
 
 
-def _backoff(attempt: int, base_s: float, response: httpx.Response | None) -> float:
-    delay = base_s * (2 ** attempt) * (0.5 + random.random())
-    retry_after = response.headers.get("retry-after", "") if response is not None else ""
-    return max(delay, float(retry_after)) if retry_after.replace(".", "", 1).isdigit() else delay
-
-
 class _Base:
     def __init__(self, base_url: str, token: str | None, timeout_s: float, retries: int, backoff_s: float):
         if retries < 0:
@@ -76,14 +67,11 @@ class _Base:
         self.timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 10.0))
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _settle(self, response: httpx.Response | None, model: type[T], attempt: int) -> T | None:
-        """The typed result, or None to try again; raises JudgeAPIError when the answer is final."""
-        if response is None:  # a transport error that may still be retried
-            return None
+    @staticmethod
+    def _settle(response: httpx.Response, model: type[T]) -> T:
+        """The typed result of a final answer; raises JudgeAPIError for an error answer."""
         if response.status_code < 400:
             return model.model_validate(response.json())
-        if response.status_code in RETRY_STATUSES and attempt < self.retries:
-            return None
         raise _error_from(response)
 
     @staticmethod
@@ -112,18 +100,13 @@ class JudgeClient(_Base):
                                   transport=transport)
 
     def _request(self, method: str, path: str, model: type[T], body: dict | None = None) -> T:
-        for attempt in range(self.retries + 1):
-            response = None
-            try:
-                response = self._http.request(method, path, json=body)
-            except RETRY_ERRORS:
-                if attempt == self.retries:
-                    raise
-            result = self._settle(response, model, attempt)
-            if result is not None:
-                return result
-            time.sleep(_backoff(attempt, self.backoff_s, response))
-        raise AssertionError("unreachable")
+        try:
+            for attempt in retrying(self.retries, self.backoff_s):
+                with attempt:
+                    response = check_status(self._http.request(method, path, json=body))
+        except RetryableStatus as exc:  # still overloaded after the last retry
+            response = exc.response
+        return self._settle(response, model)
 
     def judge(self, question: str, response_a: str, response_b: str, image=None, mode: str | None = None,
               swap_check: bool = False) -> JudgeResult:
@@ -164,18 +147,13 @@ class AsyncJudgeClient(_Base):
                                        transport=transport, limits=limits)
 
     async def _request(self, method: str, path: str, model: type[T], body: dict | None = None) -> T:
-        for attempt in range(self.retries + 1):
-            response = None
-            try:
-                response = await self._http.request(method, path, json=body)
-            except RETRY_ERRORS:
-                if attempt == self.retries:
-                    raise
-            result = self._settle(response, model, attempt)
-            if result is not None:
-                return result
-            await asyncio.sleep(_backoff(attempt, self.backoff_s, response))
-        raise AssertionError("unreachable")
+        try:
+            async for attempt in async_retrying(self.retries, self.backoff_s):
+                with attempt:
+                    response = check_status(await self._http.request(method, path, json=body))
+        except RetryableStatus as exc:  # still overloaded after the last retry
+            response = exc.response
+        return self._settle(response, model)
 
     async def judge(self, question: str, response_a: str, response_b: str, image=None, mode: str | None = None,
                     swap_check: bool = False) -> JudgeResult:

@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ray import serve
+
+from carevl.client import JudgeClient
 from carevl.config import CarevlConfig
 from carevl.data.synth import synth_eval_pairs
+from carevl.ray_utils import init_ray
+from carevl.serving.app import build_app
+from carevl.serving.builder import JudgeAppArgs
 
 
 def _demo_pair(seed: int) -> dict:
@@ -16,13 +22,6 @@ def _demo_pair(seed: int) -> dict:
 
 def serve_and_query(config: CarevlConfig, model_dir: Path, config_args: list[str], port: int = 8000) -> dict:
     """Deploy `model_dir` with the judge app, send one judge and one rank request, return the answers."""
-    from ray import serve
-
-    from carevl.client import JudgeClient
-    from carevl.ray_utils import init_ray
-    from carevl.serving.app import build_app
-    from carevl.serving.builder import JudgeAppArgs
-
     config_file = config_args[config_args.index("--config") + 1] if "--config" in config_args else None
     overrides = [config_args[i + 1] for i, a in enumerate(config_args) if a == "--set"]
     init_ray(config)

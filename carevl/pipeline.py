@@ -4,8 +4,11 @@
            -> train_dpo (3.6) -> evaluate (4.1), before and after each training stage
 
 Each stage runs as its own job process (`python -m ray_jobs.<stage>`), exactly as a user would chain
-them, with the same `--config` / `--set` flags. A stage whose output carries the `_COMPLETE` marker is
-skipped, so a killed pipeline re-run picks up where it stopped (each job also resumes internally).
+them, with the same `--config` / `--set` flags. Each stage's output folder keeps a run-ledger record
+(`_COMPLETE`, `carevl.ledger`) of the stage's fingerprint: its job and arguments, the config sections
+it and the stages before it read, and the code version. A finished stage with the same fingerprint is
+skipped, so a killed pipeline re-run picks up where it stopped (each job also resumes internally); a
+stage whose fingerprint changed (a `--set` that matters to it, say) is refused with what changed.
 Inside `shared_ray`, the jobs join one Ray instance instead of each starting its own.
 """
 from __future__ import annotations
@@ -20,7 +23,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import ray
+
+from carevl import ledger
+from carevl.config import CarevlConfig, load_config
+from carevl.ray_utils import init_ray
+
 MARKER = "_COMPLETE"
+# Config sections each job reads, in pipeline order: a stage's fingerprint holds its own and all earlier
+# ones, so a change upstream reaches every stage that consumes its output.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "ray_jobs.prepare_models": ("models",),
+    "ray_jobs.synth_data": (),
+    "ray_jobs.curate": ("seed", "models", "curation"),
+    "ray_jobs.train_sft": ("seed", "models", "curation", "sft"),
+    "ray_jobs.refine": ("seed", "models", "curation", "sft", "refine"),
+    "ray_jobs.train_dpo": ("seed", "models", "curation", "sft", "refine", "dpo"),
+    "ray_jobs.evaluate": ("seed", "models", "curation", "sft", "refine", "dpo", "evaluation"),
+}
 
 
 @dataclass
@@ -52,10 +72,6 @@ def shared_ray(config) -> Iterator[str]:
     Stage jobs then connect in well under a second instead of each starting a local instance; their
     actors still end with them. Ray is shut down on exit only if it was started here.
     """
-    import ray
-
-    from carevl.ray_utils import init_ray
-
     started = not ray.is_initialized()
     init_ray(config)
     previous = os.environ.get("RAY_ADDRESS")
@@ -114,12 +130,25 @@ def trained_judge(run: Path) -> Path:
     return dpo if dpo.is_dir() else run / "sft" / "model"
 
 
-def stage_done(stage: Stage) -> bool:
-    return (stage.output / MARKER).is_file()
+def config_of(config_args: list[str]) -> CarevlConfig:
+    """The effective config the stage jobs load from `--config FILE --set k=v ...`."""
+    path = config_args[config_args.index("--config") + 1] if "--config" in config_args else None
+    return load_config(path, [config_args[i + 1] for i, a in enumerate(config_args) if a == "--set"])
+
+
+def stage_fingerprint(stage: Stage, config: CarevlConfig) -> dict:
+    """The job, its arguments, the config sections it (and every stage before it) reads, the code."""
+    tree = config.model_dump(mode="json")
+    sections = {name: tree[name] for name in STAGE_SECTIONS[stage.module]}
+    return ledger.run_fingerprint({}, {"module": stage.module, "args": stage.args, **sections})
+
+
+def stage_ledger(stage: Stage) -> ledger.RunLedger:
+    return ledger.RunLedger(str(stage.output), stage.name, record=MARKER)
 
 
 def run_stage(stage: Stage, config_args: list[str], log_dir: Path) -> float:
-    """Run one job process, streaming its output with a stage prefix; mark its output complete on success."""
+    """Run one job process, streaming its output with a stage prefix; returns its seconds."""
     cmd = [sys.executable, "-m", stage.module, *config_args, "--output", str(stage.output), *stage.args]
     print(f"\n=== {stage.name}: {' '.join(cmd[1:])}", flush=True)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -133,25 +162,36 @@ def run_stage(stage: Stage, config_args: list[str], log_dir: Path) -> float:
         code = proc.wait()
     if code != 0:
         raise RuntimeError(f"stage {stage.name} failed with exit code {code}; log: {log_dir / stage.name}.log")
-    stage.output.mkdir(parents=True, exist_ok=True)
-    (stage.output / MARKER).write_text(json.dumps({"seconds": round(time.monotonic() - start, 1)}))
     return time.monotonic() - start
+
+
+def run_or_skip(stage: Stage, config: CarevlConfig, config_args: list[str], log_dir: Path) -> float | str:
+    """Skip a stage finished with the same fingerprint, refuse one made with another, else run it."""
+    fingerprint, led = stage_fingerprint(stage, config), stage_ledger(stage)
+    if led.is_complete(fingerprint):
+        print(f"=== {stage.name}: already complete, skipped", flush=True)
+        return "skipped"
+    led.claim(fingerprint)  # raises StaleRunError naming what changed
+    seconds = run_stage(stage, config_args, log_dir)
+    led.mark_complete({"seconds": round(seconds, 1)})
+    return round(seconds, 1)
 
 
 def run_pipeline(opts: PipelineOptions) -> dict:
     """Run every stage not yet complete, then return (and write) the run summary."""
     opts.run_dir.mkdir(parents=True, exist_ok=True)
+    config = config_of(opts.config_args)
     timings: dict[str, float | str] = {}
     for stage in plan_stages(opts):
         if stage.name in ("train_dpo", "eval_synthetic_dpo", "eval_vlrb_dpo") and no_dpo_rows(opts.run_dir):
             print(f"=== {stage.name}: skipped, refinement built no DPO pairs (see refine/summary.json)", flush=True)
             timings[stage.name] = "no DPO pairs"
             continue
-        if stage_done(stage):
-            print(f"=== {stage.name}: already complete, skipped", flush=True)
-            timings[stage.name] = "skipped"
-            continue
-        timings[stage.name] = round(run_stage(stage, opts.config_args, opts.run_dir / "logs"), 1)
+        try:
+            timings[stage.name] = run_or_skip(stage, config, opts.config_args, opts.run_dir / "logs")
+        except ledger.StaleRunError as exc:
+            raise ledger.StaleRunError(f"{exc}. To redo the whole pipeline with the new settings, delete "
+                                       f"{opts.run_dir} or choose another --output") from None
     summary = collect_summary(opts.run_dir)
     summary["stage_seconds"] = timings
     (opts.run_dir / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))

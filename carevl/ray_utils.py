@@ -1,16 +1,21 @@
-"""Joining or starting Ray, from the config only."""
+"""Ray plumbing shared by every job: joining or starting Ray (from the config only), sizing actor pools
+from model resources, actor threads, and running a driver so that a signal stops it at once."""
 from __future__ import annotations
 
+import logging
+import math
 import os
 import signal
 import threading
 from typing import Any, Callable, TypeVar
 
 import ray
+import torch
 
-from carevl.config import CarevlConfig
+from carevl.config import CarevlConfig, ModelSpec, Resources
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def init_ray(config: CarevlConfig) -> None:
@@ -73,3 +78,54 @@ def _raise_interrupt(signum, frame) -> None:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
+
+
+# ------------------------------------------------------------------------------------ actor pools
+
+def group_resources(specs: list[ModelSpec]) -> Resources:
+    """One pool for co-located models: GPU shares add up (each model holds its own slice of memory); the
+    process runs the models one after another, so it needs the CPUs of its hungriest member."""
+    first = specs[0].resources
+    return first.model_copy(update={
+        "num_gpus": sum(s.resources.num_gpus for s in specs),
+        "num_cpus": max(s.resources.num_cpus for s in specs),
+        "batch_size": min(s.resources.batch_size for s in specs),
+    })
+
+
+def actor_threads(resources: Resources) -> int:
+    """Torch threads of an actor: the CPUs its pool reserves, rounded up."""
+    return max(1, math.ceil(resources.num_cpus))
+
+
+def use_threads(num_threads: int | None) -> None:
+    """Ray caps a fractional-CPU actor at one thread; use what the pool reserved (`actor_threads`)."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+
+
+def pool_args(resources: Resources, backend: str = "transformers", batch_format: str = "pyarrow") -> dict[str, Any]:
+    """map_batches arguments of an actor pool from config resources."""
+    lo, hi = resources.concurrency
+    args: dict[str, Any] = dict(batch_size=resources.batch_size, batch_format=batch_format, num_cpus=resources.num_cpus,
+                                compute=ray.data.ActorPoolStrategy(min_size=lo, max_size=hi))
+    # vLLM with tensor parallelism places its own GPU workers; the driving actor then holds no GPU itself.
+    gpus = 0.0 if backend == "vllm" and resources.tensor_parallel_size > 1 else resources.num_gpus
+    if gpus:
+        args["num_gpus"] = gpus
+    if resources.accelerator_type:
+        args["accelerator_type"] = resources.accelerator_type
+    return args
+
+
+def check_fits(pools: list[dict[str, Any]], task_num_cpus: float, job: str = "curation") -> None:
+    """Warn when the actor pools' minimum sizes plus one light task cannot run at once on the cluster as
+    it is now: the streaming pipeline would wait for resources (fine if an autoscaler adds nodes)."""
+    need_cpu = task_num_cpus + sum(p["num_cpus"] * p["compute"].min_size for p in pools)
+    need_gpu = sum(p.get("num_gpus", 0) * p["compute"].min_size for p in pools)
+    have = ray.cluster_resources()
+    if need_cpu > have.get("CPU", 0) + 1e-9 or need_gpu > have.get("GPU", 0) + 1e-9:
+        log.warning("%s needs at least %.2f CPU / %.2f GPU at once (actor pools at their minimum size "
+                    "plus one task) but the cluster has %.2f CPU / %.2f GPU now; it will wait for more nodes. "
+                    "Lower models.<name>.resources or add nodes.", job, need_cpu, need_gpu,
+                    have.get("CPU", 0), have.get("GPU", 0))

@@ -8,27 +8,25 @@ same RUN_DIR resumes: finished work units are kept, unfinished ones are redone.
 """
 from __future__ import annotations
 
-import logging
-import sys
-
-from carevl.cli import parse_job_args
-from carevl.ray_utils import init_ray, interruptible
+from carevl.cli import Job, JobArgs, run_job
 from carevl.curation.pipeline import run_curation
 from carevl.curation.summary import format_summary
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_job_args(__doc__.splitlines()[0], argv)
-    if not args.input or not args.output:
-        print("error: --input and --output are required", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    init_ray(args.config)  # in the main thread, before the driver thread starts
-    summary = interruptible(lambda: run_curation(args.config, args.input, args.output))
+def _show(args: JobArgs, summary: dict) -> int:
     print(format_summary(summary))
-    print(f"outputs: {args.output}/high, {args.output}/low, {args.output}/quarantine, {args.output}/summary.json")
+    out = args.output
+    print(f"outputs: {out}/high, {out}/low, {out}/quarantine, {out}/summary.json")
     return 0 if summary["rows_conserved"] else 1
 
 
+JOB = Job(__doc__.splitlines()[0], lambda a: run_curation(a.config, a.input, a.output),
+          required=("input", "output"), show=_show)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(JOB, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
-from carevl.cli import parse_job_args
-from carevl.ray_utils import interruptible
+from carevl.cli import Job, JobArgs, run_job
 from carevl.evaluation.report import BENCHMARKS
 from carevl.evaluation.runner import EvalRequest, evaluate
 
@@ -31,18 +29,22 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", default=None, help="VL-RewardBench image folder (its image_path is relative)")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_job_args(__doc__.splitlines()[0], argv, _add_arguments)
-    if not args.output:
-        raise SystemExit("error: --output is required")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _run(args: JobArgs) -> dict:
     x = args.extra
     request = EvalRequest(benchmark=x.benchmark, judge=x.judge, output=args.output, input=args.input,
                           mode=x.mode, k=x.k, limit=x.limit, images=x.images)
-    report = interruptible(lambda: evaluate(args.config, request))
+    report = evaluate(args.config, request)
     print(json.dumps({"benchmark": report["benchmark"], "metrics": report["metrics"],
                       "counts": report["counts"], "output": args.output}, indent=2))
     return report
+
+
+# Ray starts only when the judge runs in process (not for a service URL), inside `evaluate`.
+JOB = Job(__doc__.splitlines()[0], _run, add_arguments=_add_arguments, required=("output",), uses_ray=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

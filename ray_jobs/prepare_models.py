@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from carevl.cli import parse_job_args
+from carevl.cli import Job, JobArgs, run_job
 from carevl.models.tiny import ROLES, build_tiny_models, tiny_roles
 
 
@@ -19,13 +19,19 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="build every known role")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_job_args(__doc__.splitlines()[0], argv, _add_arguments)
+def _run(args: JobArgs) -> dict:
     roles = list(ROLES) if args.extra.all else tiny_roles(args.config) + args.extra.roles
     folders = build_tiny_models(args.config.paths.model_cache_dir(), roles)
     for role, folder in folders.items():
         print(f"{role}\t{folder}", flush=True)
     return folders
+
+
+JOB = Job(__doc__.splitlines()[0], _run, add_arguments=_add_arguments, uses_ray=False)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

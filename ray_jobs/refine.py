@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
-from carevl.cli import parse_job_args
-from carevl.ray_utils import init_ray, interruptible
+from carevl.cli import Job, run_job
 from carevl.refine.pipeline import run_refine
 
 
@@ -22,19 +19,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the SFT model folder (SFT_DIR/model)")
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_job_args("Refine low-confidence pairs into DPO rows.", argv, _add_arguments)
-    if not args.input or not args.output:
-        print("error: --input and --output are required", file=sys.stderr)
-        raise SystemExit(2)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        init_ray(args.config)  # in the main thread, before the driver thread starts
-        summary = interruptible(lambda: run_refine(args.config, args.input, args.extra.model, args.output))
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(json.dumps(summary, indent=1))
+JOB = Job("Refine low-confidence pairs into DPO rows.",
+          lambda a: run_refine(a.config, a.input, a.extra.model, a.output),
+          add_arguments=_add_arguments, required=("input", "output"),
+          show=lambda _args, summary: print(json.dumps(summary, indent=1)))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_job(JOB, argv)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,8 @@ run with the same arguments keeps finished shards.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from carevl.cli import parse_job_args
+from carevl.cli import Job, JobArgs, run_job
 from carevl.data.synth import SynthSpec, write_eval_pairs, write_synth_items
 from carevl.ray_utils import init_ray
 
@@ -37,30 +36,32 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-responses", type=int, default=5)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_job_args("Write synthetic CAREVL items.", argv, _add_arguments)
-    if not args.output:
-        print("error: --output is required", file=sys.stderr)
-        raise SystemExit(2)
+def _run(args: JobArgs):
     x = args.extra
     seed = args.config.seed if x.seed is None else x.seed
     if x.workers > 1:
         init_ray(args.config)
-    try:
-        spec = SynthSpec(image_size=x.image_size, min_responses=x.min_responses, max_responses=x.max_responses,
-                         judge_accuracy=None if x.no_judgements else x.judge_accuracy,
-                         with_responses=not x.no_responses)
-        if x.eval_pairs is not None:
-            what, result = "pairs", write_eval_pairs(args.output, x.eval_pairs, seed, spec, x.format or "jsonl",
-                                                     x.shard_size, workers=x.workers)
-        else:
-            what, result = "items", write_synth_items(args.output, x.items, seed, spec, x.format or "parquet",
-                                                      x.shard_size, workers=x.workers)
-    except ValueError as exc:   # bad settings, or an output folder holding other synthetic data
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    spec = SynthSpec(image_size=x.image_size, min_responses=x.min_responses, max_responses=x.max_responses,
+                     judge_accuracy=None if x.no_judgements else x.judge_accuracy,
+                     with_responses=not x.no_responses)
+    if x.eval_pairs is not None:
+        what, result = "pairs", write_eval_pairs(args.output, x.eval_pairs, seed, spec, x.format or "jsonl",
+                                                 x.shard_size, workers=x.workers)
+    else:
+        what, result = "items", write_synth_items(args.output, x.items, seed, spec, x.format or "parquet",
+                                                  x.shard_size, workers=x.workers)
     print(f"wrote {result.items} {what} in {len(result.files)} files ({result.skipped_shards} already present), "
           f"{result.bytes_written} bytes -> {result.output}")
+    return result
+
+
+# Ray starts only for --workers > 1. Bad settings, or an output folder holding other synthetic data, exit 2.
+JOB = Job("Write synthetic CAREVL items.", _run, add_arguments=_add_arguments, required=("output",), uses_ray=False)
+
+
+def main(argv: list[str] | None = None):
+    return run_job(JOB, argv)
+
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from carevl.config.base import GenerationSpec, ModelSpec, Resources, StrictModel
+from carevl.config.base import GenerationSpec, HttpSpec, ModelSpec, Resources, StrictModel
 from carevl.config.stages import (
     CandidateSource,
     CurationConfig,
@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 
 __all__ = [
-    "CarevlConfig", "ConfigError", "load_config", "DEFAULT_CONFIG", "ModelSpec", "Resources",
+    "CarevlConfig", "ConfigError", "load_config", "DEFAULT_CONFIG", "ModelSpec", "Resources", "HttpSpec",
     "GenerationSpec", "CurationConfig", "StrongJudgeConfig", "CandidateSource", "InputLimits",
     "SFTStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
 ]

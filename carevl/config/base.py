@@ -45,6 +45,16 @@ class GenerationSpec(StrictModel):
     prefix_cache: bool = False
 
 
+class HttpSpec(StrictModel):
+    """How an endpoint model (backend openai) is called: requests in flight, retries and time limits.
+    Retries follow the one policy of `carevl.http_retry` (exponential backoff, Retry-After capped)."""
+
+    max_concurrency: int = Field(16, ge=1, description="requests in flight per actor")
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120.0, gt=0, description="per request")
+    backoff_s: float = Field(1.0, ge=0, description="first retry's base delay, doubled per retry")
+
+
 ModelKind = Literal["vlm", "reward", "causal"]
 Backend = Literal["transformers", "vllm", "openai"]
 
@@ -68,6 +78,7 @@ class ModelSpec(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API (backend openai)")
     api_key_env: str | None = Field(None, description="name of the env variable holding the API key")
+    http: HttpSpec = Field(default_factory=HttpSpec, description="backend openai: concurrency, retries, timeout")
 
     @model_validator(mode="after")
     def _check_backend(self) -> "ModelSpec":

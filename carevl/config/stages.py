@@ -30,11 +30,8 @@ class StrongJudgeConfig(StrictModel):
     """The strong LVLM that gives each pair a verdict and explanation (paper 3.2)."""
 
     backend: Literal["column", "openai", "local"] = "column"
-    model: str | None = Field(None, description="key in `models` (backends openai and local)")
-    max_concurrency: int = Field(16, ge=1)
-    max_retries: int = Field(6, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    backoff_s: float = Field(1.0, ge=0)
+    model: str | None = Field(None, description="key in `models` (backends openai and local); an endpoint "
+                              "model's HTTP settings are its own `http` section")
 
     @model_validator(mode="after")
     def _need_model(self) -> "StrongJudgeConfig":

@@ -2,18 +2,18 @@
 
 Each configured source is an LVLM with a sampling temperature (the paper: each model greedy and at 1.0).
 All sources that share a model run in one actor pool, so the model is loaded once. After every pool has
-run, `CandidateCheck` applies the stage-1 response rules to what was generated and forms the pairs.
+run, `CandidateCheck` applies the stage-1 response rules (`validate.check_responses`) to what was generated and forms the pairs.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from carevl.config import ModelSpec
-from carevl.config.stages import InputLimits, StrongJudgeConfig
-from carevl.curation.backends import make_generator
+from carevl.config.stages import InputLimits
 from carevl.curation.columns import ItemStage, active_rows, load_row_images, set_reason
-from carevl.curation.pairs import PairError, distinct_indices
-from carevl.curation.validate import EMPTY_RESPONSE, RESPONSE_TOO_LONG, TOO_FEW_DISTINCT, attach_pairs
+from carevl.curation.validate import attach_pairs, check_responses
+from carevl.errors import ReasonError
+from carevl.models.backends import make_generator
 
 
 def answer_messages(question: str) -> list[dict]:
@@ -32,10 +32,10 @@ class CandidateGenerator(ItemStage):
 
     def __init__(self, model: str, spec: ModelSpec, temperatures: list[float], model_cache: str,
                  limits: InputLimits, allow_remote_images: bool = False, request_cache: str | None = None,
-                 http: StrongJudgeConfig | None = None, seed: int = 0):
+                 seed: int = 0):
         self.model, self.spec, self.temperatures = model, spec, temperatures
         self.limits, self.allow_remote, self.seed = limits, allow_remote_images, seed
-        self.generator = make_generator(spec, Path(model_cache), request_cache, http)
+        self.generator = make_generator(spec, Path(model_cache), request_cache)
 
     def process(self, columns: dict[str, list]) -> dict[str, list]:
         rows = [i for i in active_rows(columns) if columns["needs_candidates"][i]]
@@ -70,20 +70,13 @@ class CandidateCheck(ItemStage):
         for i in active_rows(columns):
             if not columns["needs_candidates"][i]:
                 continue
-            responses = columns["responses"][i] or []
-            if any(not r.strip() for r in responses):
-                set_reason(columns, i, EMPTY_RESPONSE)
-            elif any(len(r) > self.limits.max_response_chars for r in responses):
-                set_reason(columns, i, RESPONSE_TOO_LONG)
-            elif len(distinct_indices(responses)) < 2:
-                set_reason(columns, i, TOO_FEW_DISTINCT)
-            else:
-                row = {"responses": responses, "judgements": None}
-                try:
-                    attach_pairs(row, self.judge_from_column)
-                except PairError as exc:
-                    set_reason(columns, i, exc.reason)
-                    continue
-                for name in ("pairs_a", "pairs_b", "judge_choices", "judge_statuses", "judge_explanations"):
-                    columns[name][i] = row[name]
+            row = {"responses": columns["responses"][i] or [], "judgements": None}
+            try:
+                check_responses(row["responses"], self.limits)
+                attach_pairs(row, self.judge_from_column)
+            except ReasonError as exc:  # Rejected, PairError
+                set_reason(columns, i, exc.reason)
+                continue
+            for name in ("pairs_a", "pairs_b", "judge_choices", "judge_statuses", "judge_explanations"):
+                columns[name][i] = row[name]
         return columns

@@ -20,10 +20,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from carevl.config import ModelSpec
-from carevl.config.stages import InputLimits, StrongJudgeConfig
-from carevl.curation.backends import make_generator, model_id
+from carevl.config.stages import InputLimits
 from carevl.curation.columns import ItemStage, active_rows, load_row_images, set_reason
 from carevl.data.io import join, resolve, write_table
+from carevl.models.backends import make_generator, model_id
 
 CAPTION_PROMPT = (
     "Describe this picture thoroughly so that someone who cannot see it could answer questions about it: "
@@ -103,10 +103,9 @@ class Captioner(ItemStage):
     required = ("image_key", "image_path", "image_bytes")
 
     def __init__(self, spec: ModelSpec, model_cache: str, store_root: str, limits: InputLimits,
-                 allow_remote_images: bool = False, request_cache: str | None = None,
-                 http: StrongJudgeConfig | None = None, seed: int = 0):
+                 allow_remote_images: bool = False, request_cache: str | None = None, seed: int = 0):
         self.spec, self.limits, self.allow_remote, self.seed = spec, limits, allow_remote_images, seed
-        self.generator = make_generator(spec, Path(model_cache), request_cache, http)
+        self.generator = make_generator(spec, Path(model_cache), request_cache)
         self.store = CaptionStore(store_root, caption_id(spec))
         self.store.refresh()
         self.generated = 0

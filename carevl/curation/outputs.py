@@ -1,7 +1,7 @@
 """The last stage: scored item rows -> pair rows split into high / low confidence, plus quarantine rows.
 
 Files are written into `_staging/<class>/` named after their work unit; the driver publishes them when
-the unit is complete (`carevl.curation.units.publish_unit`). Each call returns one small receipt per
+the unit is complete (`carevl.ledger.RunLedger.publish`). Each call returns one small receipt per
 unit it touched: how many input rows it accounted for, the files it wrote and the unit's counters.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pyarrow as pa
 from carevl.curation.columns import SCORE_PREFIX, SCORED_PREFIX, as_columns
 from carevl.curation.pairs import distinct_indices, pair_rows
 from carevl.curation.summary import _bump, empty_stats, pair_stats
-from carevl.curation.units import STAGING_DIR
 from carevl.data.io import join, write_table
+from carevl.ledger import STAGING_DIR
 from carevl.schema import PAIR_SCHEMA
 
 QUARANTINE_SCHEMA = pa.schema([

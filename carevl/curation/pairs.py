@@ -13,17 +13,14 @@ from typing import Any, Sequence
 from carevl.curation.votes import confidence_split, count_votes
 from carevl.judge_format import parse_explanation, parse_verdict, swap_answer_mentions, swap_choice
 from carevl.schema import pair_id
+from carevl.errors import ReasonError
 
 # Judge status values recorded on every pair.
 JUDGE_OK, JUDGE_MISSING, JUDGE_UNPARSEABLE, JUDGE_ERROR = "ok", "missing", "unparseable", "error"
 
 
-class PairError(ValueError):
+class PairError(ReasonError):
     """Given judgements that do not describe valid pairs; `reason` is a quarantine code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 @dataclass(frozen=True)

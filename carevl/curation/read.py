@@ -1,6 +1,6 @@
 """Stage 1 as a Ray Data UDF: read whole work units and validate every row.
 
-Input rows are work-unit descriptors (`carevl.curation.units.WorkUnit.to_dict()`); output rows are
+Input rows are work-unit descriptors (`carevl.ledger.WorkUnit.to_dict()`); output rows are
 items, one per input row, each either clean or carrying its quarantine `reason` and original JSON.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from carevl.curation.columns import as_columns, to_table
-from carevl.curation.units import read_unit_rows
+from carevl.ledger import read_unit_rows
 from carevl.curation.validate import ValidationContext, row_json, validate_row
 
 ITEM_COLUMNS = ("unit_id", "row_index", "reason", "row_json", "item_id", "image_path", "image_bytes",

@@ -2,7 +2,7 @@
 
 Backends (config `curation.strong_judge.backend`):
 - `column`: verdicts shipped with the input, read at validation (`carevl.curation.pairs.column_choice`);
-- `openai`: an OpenAI-compatible endpoint (the paper uses GPT-4o), see `openai_backend`;
+- `openai`: an OpenAI-compatible endpoint (the paper uses GPT-4o), see `carevl.models.backends.openai`;
 - `local`: an LVLM through the generation backend its model spec names.
 Both model backends send the prompt of `carevl.judge_format` and parse the answer strictly with its
 `parse_verdict`; every pair records a status: ok, unparseable (an answer without a verdict line) or
@@ -13,11 +13,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from carevl.config import ModelSpec
-from carevl.config.stages import InputLimits, StrongJudgeConfig
-from carevl.curation.backends import make_generator
+from carevl.config.stages import InputLimits
 from carevl.curation.columns import ItemStage, active_rows, load_row_images
 from carevl.curation.pairs import JUDGE_ERROR, JUDGE_OK, JUDGE_UNPARSEABLE
 from carevl.judge_format import judge_messages, parse_explanation, parse_verdict
+from carevl.models.backends import make_generator
 
 
 def read_judgement(text: str | None) -> tuple[str | None, str | None, str]:
@@ -34,10 +34,10 @@ class StrongJudge(ItemStage):
 
     required = ("question", "responses", "pairs_a", "pairs_b", "image_path", "image_bytes")
 
-    def __init__(self, spec: ModelSpec, settings: StrongJudgeConfig, model_cache: str, limits: InputLimits,
-                 allow_remote_images: bool = False, request_cache: str | None = None, seed: int = 0):
+    def __init__(self, spec: ModelSpec, model_cache: str, limits: InputLimits, allow_remote_images: bool = False,
+                 request_cache: str | None = None, seed: int = 0):
         self.spec, self.limits, self.allow_remote, self.seed = spec, limits, allow_remote_images, seed
-        self.generator = make_generator(spec, Path(model_cache), request_cache, settings)
+        self.generator = make_generator(spec, Path(model_cache), request_cache)
 
     def process(self, columns: dict[str, list]) -> dict[str, list]:
         n = len(columns["responses"])

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from carevl.config.stages import InputLimits
-from carevl.curation.pairs import JUDGE_MISSING, PairError, column_choice, distinct_indices, item_pairs
-from carevl.data.images import ImageError, image_key, load_image
-from carevl.data.io import RowError, normalize_row
+from carevl.errors import ReasonError
+from carevl.curation.pairs import JUDGE_MISSING, column_choice, distinct_indices, item_pairs
+from carevl.data.images import image_key, load_image
+from carevl.data.io import normalize_row
 from carevl.schema import ITEM_SCHEMA
 
 # Reason codes of this stage (image reasons come from carevl.data.images).
@@ -53,10 +54,8 @@ class ValidationContext:
     first_row: dict[int, int] = field(default_factory=dict)
 
 
-class Rejected(ValueError):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+class Rejected(ReasonError):
+    """A row that breaks a stage-1 rule; the reason code says which."""
 
 
 def _json_default(value: Any) -> Any:
@@ -111,15 +110,20 @@ def _check_text(row: dict[str, Any], ctx: ValidationContext) -> bool:
         if not ctx.has_candidates:
             raise Rejected(NO_RESPONSES)
         return True
-    if len(responses) > ctx.limits.max_responses:
+    check_responses(responses, ctx.limits)
+    return False
+
+
+def check_responses(responses: list[str], limits: InputLimits) -> None:
+    """The response rules, for shipped responses and generated candidates alike (raises Rejected)."""
+    if len(responses) > limits.max_responses:
         raise Rejected(TOO_MANY_RESPONSES)
     if any(not r.strip() for r in responses):
         raise Rejected(EMPTY_RESPONSE)
-    if any(len(r) > ctx.limits.max_response_chars for r in responses):
+    if any(len(r) > limits.max_response_chars for r in responses):
         raise Rejected(RESPONSE_TOO_LONG)
     if len(distinct_indices(responses)) < 2:
         raise Rejected(TOO_FEW_DISTINCT)
-    return False
 
 
 def attach_pairs(row: dict[str, Any], judge_from_column: bool) -> None:
@@ -156,7 +160,7 @@ def validate_row(raw: dict[str, Any], index: int, ctx: ValidationContext) -> tup
             row["responses"], row["response_models"] = [], []
         else:
             attach_pairs(row, ctx.judge_from_column)
-    except (Rejected, RowError, ImageError, PairError) as exc:
+    except ReasonError as exc:  # Rejected, RowError, ImageError, PairError
         return None, exc.reason
     if row.get("response_models") is None:
         row["response_models"] = [None] * len(row["responses"])

@@ -16,10 +16,15 @@ import re
 import urllib.parse
 import warnings
 
+import httpx
 import pyarrow.fs as pafs
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from carevl.config.stages import InputLimits
+from carevl.errors import ReasonError
+from carevl.http_retry import RetryableStatus, check_status, retrying
+
+FETCH_RETRIES, FETCH_BACKOFF_S = 2, 0.5  # an image URL: a couple of quick retries, then quarantine
 
 # Reason codes (stable: quarantine rows and summaries count them).
 IMAGE_MISSING = "image_missing"
@@ -41,12 +46,8 @@ _MIME_BY_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/
                   (b"MM\x00*", "image/tiff"))
 
 
-class ImageError(ValueError):
+class ImageError(ReasonError):
     """An image that cannot be used; `reason` is one of REASONS, the message is for people."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -122,26 +123,35 @@ def _read_uri(uri: str, limits: InputLimits) -> bytes:
 
 
 def _read_http(url: str, limits: InputLimits, timeout_s: float) -> bytes:
-    """Fetch an http(s) URL, stopping as soon as the body exceeds the byte limit."""
-    import httpx
-
+    """Fetch an http(s) URL, stopping as soon as the body exceeds the byte limit; transient failures
+    are retried under the one HTTP retry policy (`carevl.http_retry`)."""
     try:
-        with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True) as response:
-            if response.status_code in (404, 410):
-                raise ImageError(IMAGE_NOT_FOUND, f"HTTP {response.status_code} for {url}")
-            if response.status_code >= 400:
-                raise ImageError(IMAGE_FETCH_FAILED, f"HTTP {response.status_code} for {url}")
-            declared = response.headers.get("content-length")
-            if declared and declared.isdigit():
-                _check_byte_count(int(declared), limits, url)
-            chunks, total = [], 0
-            for chunk in response.iter_bytes():
-                total += len(chunk)
-                _check_byte_count(total, limits, url)
-                chunks.append(chunk)
-            return b"".join(chunks)
+        for attempt in retrying(FETCH_RETRIES, FETCH_BACKOFF_S):
+            with attempt:
+                return _fetch_once(url, limits, timeout_s)
+    except RetryableStatus as exc:
+        raise ImageError(IMAGE_FETCH_FAILED, f"{exc} for {url}") from None
     except httpx.HTTPError as exc:
         raise ImageError(IMAGE_FETCH_FAILED, f"cannot fetch {url}: {type(exc).__name__}") from None
+    raise AssertionError("unreachable")
+
+
+def _fetch_once(url: str, limits: InputLimits, timeout_s: float) -> bytes:
+    with httpx.stream("GET", url, timeout=timeout_s, follow_redirects=True) as response:
+        check_status(response)
+        if response.status_code in (404, 410):
+            raise ImageError(IMAGE_NOT_FOUND, f"HTTP {response.status_code} for {url}")
+        if response.status_code >= 400:
+            raise ImageError(IMAGE_FETCH_FAILED, f"HTTP {response.status_code} for {url}")
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit():
+            _check_byte_count(int(declared), limits, url)
+        chunks, total = [], 0
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            _check_byte_count(total, limits, url)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def read_image_bytes(image_path: str | None, image_bytes: bytes | None, limits: InputLimits,

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from carevl.errors import ReasonError
+
 Format = Literal["parquet", "jsonl"]
 FORMATS: tuple[str, ...] = ("parquet", "jsonl")
 _EXTENSIONS = {"parquet": (".parquet",), "jsonl": (".jsonl", ".json", ".ndjson")}
@@ -33,12 +35,8 @@ class DataFormatError(ValueError):
     """A file or row that cannot be read as expected; the message names the file (and line)."""
 
 
-class RowError(ValueError):
+class RowError(ReasonError):
     """One row that does not fit the schema; `reason` is a short code for a quarantine row."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
 
 
 # ---------------------------------------------------------------------------------------------- paths
@@ -390,87 +388,3 @@ def shard_name(index: int, format: Format, prefix: str = "part") -> str:
 def file_exists(uri: str, filesystem: pafs.FileSystem | None = None) -> bool:
     fs, path = resolve(uri, filesystem)
     return fs.get_file_info(path).type == pafs.FileType.File
-
-
-class ShardedWriter:
-    """Buffers rows and writes them as numbered part files of `rows_per_file` rows each.
-
-    Memory is bounded by construction: at most one shard's rows are buffered; `write` flushes as soon
-    as the buffer is full. Each part file is published atomically (see `write_table`). Use as a context
-    manager, or call `close()` to write the last partial shard.
-    """
-
-    def __init__(self, out_dir: str, schema: pa.Schema, rows_per_file: int, format: Format = "parquet", *,
-                 prefix: str = "part", start_index: int = 0, filesystem: pafs.FileSystem | None = None):
-        if rows_per_file < 1:
-            raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
-        self.out_dir, self.schema, self.rows_per_file = out_dir, schema, rows_per_file
-        self.format, self.prefix, self.filesystem = format, prefix, filesystem
-        self.next_index = start_index
-        self.files: list[str] = []
-        self.rows_written = 0
-        self._buffer: list[pa.RecordBatch] = []
-        self._buffered = 0
-
-    @property
-    def buffered_rows(self) -> int:
-        """Rows held in memory and not yet written (always < rows_per_file after `write`)."""
-        return self._buffered
-
-    def write(self, data: pa.Table | pa.RecordBatch | list[dict[str, Any]]) -> None:
-        """Add rows (a table, batch, or list of dicts); columns are conformed to the schema (missing
-        nullable columns become nulls)."""
-        if isinstance(data, list):
-            data = rows_to_table(data, self.schema)
-        batches = data.to_batches() if isinstance(data, pa.Table) else [data]
-        table = pa.Table.from_batches([conform(b, self.schema) for b in batches], schema=self.schema)
-        offset = 0
-        while offset < table.num_rows:
-            take = min(self.rows_per_file - self._buffered, table.num_rows - offset)
-            self._buffer.extend(table.slice(offset, take).to_batches())
-            self._buffered += take
-            offset += take
-            if self._buffered >= self.rows_per_file:
-                self.flush()
-
-    def flush(self) -> str | None:
-        """Write the buffered rows (if any) as the next part file; returns its path."""
-        if not self._buffered:
-            return None
-        table = pa.Table.from_batches(self._buffer, schema=self.schema)
-        uri = join(self.out_dir, shard_name(self.next_index, self.format, self.prefix))
-        write_table(table, uri, self.format, filesystem=self.filesystem)
-        self.files.append(uri)
-        self.rows_written += table.num_rows
-        self.next_index += 1
-        self._buffer, self._buffered = [], 0
-        return uri
-
-    def close(self) -> list[str]:
-        self.flush()
-        return self.files
-
-    def __enter__(self) -> "ShardedWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        # On an exception the partial shard is dropped, not published as if it were complete.
-        if exc_type is None:
-            self.close()
-
-
-def write_rows(rows: Iterable[dict[str, Any]], out_dir: str, schema: pa.Schema, rows_per_file: int,
-               format: Format = "parquet", *, filesystem: pafs.FileSystem | None = None) -> list[str]:
-    """Stream dict rows into part files; returns the files written."""
-    with ShardedWriter(out_dir, schema, rows_per_file, format, filesystem=filesystem) as writer:
-        chunk: list[dict[str, Any]] = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= min(rows_per_file, 1024):
-                writer.write(chunk)
-                chunk = []
-        if chunk:
-            writer.write(chunk)
-    return writer.files

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import ray
 
 from carevl.config import CarevlConfig, ModelSpec
 from carevl.evaluation.judgements import (
@@ -20,7 +21,11 @@ from carevl.evaluation.judgements import (
     STATUS_UNPARSEABLE,
     sample_seed,
 )
+from carevl.judge.model import JudgeModel
 from carevl.judge_format import parse_verdict
+from carevl.models.loading import resolve_model_path
+from carevl.models.specs import judge_spec
+from carevl.ray_utils import pool_args
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,6 @@ class EvalJudgeActor:
     """
 
     def __init__(self, spec: dict, model_cache: str, mode: str, max_new_tokens: int | None, seed: int) -> None:
-        from carevl.judge.model import JudgeModel  # deferred: loads torch/transformers in the actor only
-
         model_spec = ModelSpec.model_validate(spec)
         self.mode, self.seed = mode, seed
         self.judge = JudgeModel(model_spec, model_cache, default_mode=mode, max_new_tokens=max_new_tokens,
@@ -111,31 +114,10 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def judge_spec(config: CarevlConfig, judge: str) -> ModelSpec:
-    """The in-process judge: a key in `models`, else the `evaluation.judge_model` settings with `judge`
-    (a checkpoint folder or `tiny:<role>`) as its path."""
-    if judge in config.models:
-        return config.models[judge]
-    base_name = config.evaluation.judge_model
-    if base_name not in config.models:
-        raise ValueError(f"evaluation.judge_model: model '{base_name}' is not defined under 'models'")
-    base = config.models[base_name]
-    if base.kind != "vlm":
-        raise ValueError(f"evaluation.judge_model: '{base_name}' has kind '{base.kind}', needs 'vlm'")
-    spec = base.model_copy(deep=True)
-    spec.path = judge
-    spec.gguf_file = None  # a trained checkpoint folder is saved in safetensors, not GGUF
-    return spec
-
-
 def ray_judge(config: CarevlConfig, judge: str, mode: str, requests: list[dict[str, Any]],
               ) -> Iterator[list[dict[str, Any]]]:
     """Judge `requests` in a Ray Data actor pool sized by the judge's `resources`; yields answer lists."""
-    import ray
-
-    from carevl.models.loading import resolve_model_path
-
-    spec = judge_spec(config, judge)
+    spec = judge_spec(config, judge, backbone=config.evaluation.judge_model)
     if spec.backend != "transformers":
         raise ValueError(f"in-process evaluation runs the transformers backend; '{judge}' uses "
                          f"'{spec.backend}' (serve it and pass the service URL as --judge)")
@@ -148,10 +130,7 @@ def ray_judge(config: CarevlConfig, judge: str, mode: str, requests: list[dict[s
         fn_constructor_kwargs={"spec": spec.model_dump(mode="json"), "model_cache": str(model_cache),
                                "mode": mode, "max_new_tokens": config.evaluation.max_new_tokens,
                                "seed": config.evaluation.seed},
-        batch_size=res.batch_size,
-        compute=ray.data.ActorPoolStrategy(min_size=res.concurrency[0], max_size=res.concurrency[1]),
-        num_cpus=res.num_cpus,
-        num_gpus=res.num_gpus,
+        **pool_args(res, spec.backend, batch_format="numpy"),
     )
     for batch in ds.iter_batches(batch_size=res.batch_size, batch_format="pyarrow"):
         yield [

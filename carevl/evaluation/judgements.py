@@ -44,7 +44,8 @@ def presented_swapped(seed: int, item_id: str) -> bool:
 
 
 def sample_seed(seed: int, item_id: str, run: int, order: str) -> int:
-    """Sampling seed of one judge request: different per run, so k runs are k samples (paper A.2)."""
+    """A sampling seed fixed by its parts: the in-process judge draws one per run, so k runs are k
+    samples (paper A.2)."""
     return _digest("sample", seed, item_id, run, order) % (2**31 - 1)
 
 
@@ -58,7 +59,8 @@ def judge_requests(
 ) -> list[dict[str, Any]]:
     """Judge requests for every item and run not in `done`, each answer pair in the order shown.
 
-    A request: {key, id, run, order, question, response_a, response_b, image_path, image_bytes, seed}.
+    A request: {key, id, run, order, question, response_a, response_b, image_path, image_bytes}. The
+    judge samples each run with its own seed (`sample_seed`), so k runs are k samples.
     """
     orders = (PRIMARY, SWAPPED) if position_check else (PRIMARY,)
     requests = []
@@ -75,7 +77,6 @@ def judge_requests(
                     "key": request_key(item["id"], run, order), "id": item["id"], "run": run, "order": order,
                     "question": item["question"], "response_a": item[first], "response_b": item[second],
                     "image_path": item.get("image_path"), "image_bytes": item.get("image_bytes"),
-                    "seed": sample_seed(seed, item["id"], run, order),
                 })
     return requests
 

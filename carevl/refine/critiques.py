@@ -21,6 +21,8 @@ import pyarrow as pa
 from carevl.config import InputLimits, ModelSpec
 from carevl.data.images import ImageError, load_image
 from carevl.judge_format import judge_messages, parse_verdict
+from carevl.models.backends import make_generator, make_text_generator
+from carevl.ray_utils import use_threads
 from carevl.refine.negatives import NO_CORRECT
 from carevl.refine.rubric import full_reply, parse_score, rubric_messages
 
@@ -78,15 +80,13 @@ class CritiqueSampler:
 
     def __init__(self, spec: ModelSpec, model_cache: str, num_samples: int, temperature: float,
                  max_new_tokens: int, seed: int, limits: InputLimits | None = None,
-                 num_threads: int | None = None) -> None:
-        from carevl.curation.backends import make_generator
-        from carevl.models.loading import use_threads
-
+                 allow_remote_images: bool = False, num_threads: int | None = None) -> None:
         use_threads(num_threads)
         self.generator = make_generator(spec, Path(model_cache), request_cache=None)
         self.num_samples, self.temperature, self.max_new_tokens = num_samples, temperature, max_new_tokens
         self.seed = seed
         self.limits = limits or InputLimits()
+        self.allow_remote = allow_remote_images  # `curation.allow_remote_images`: the same rule as curation
 
     def __call__(self, batch: pa.Table | dict[str, Any]) -> pa.Table:
         table = as_table(batch, SAMPLER_COLUMNS, "CritiqueSampler")
@@ -98,7 +98,8 @@ class CritiqueSampler:
                 row["skip_reason"] = NO_LABEL
                 continue
             try:
-                images.append(load_image(row["image_path"], row["image_bytes"], self.limits, allow_remote=True))
+                images.append(load_image(row["image_path"], row["image_bytes"], self.limits,
+                                         allow_remote=self.allow_remote))
             except ImageError as exc:
                 row["skip_reason"] = exc.reason
                 continue
@@ -123,17 +124,9 @@ class CritiqueScorer:
     """Rubric scores in [0, 100] for every critique of the pairs that can yield a DPO row."""
 
     def __init__(self, spec: ModelSpec, model_cache: str, num_threads: int | None = None) -> None:
-        from carevl.models.loading import use_threads
-
         use_threads(num_threads)
-        if spec.kind == "causal":
-            from carevl.models.generation import TextGenerator
-
-            self.generator, self.with_images = TextGenerator(spec, Path(model_cache)), False
-        else:
-            from carevl.curation.backends import make_generator
-
-            self.generator, self.with_images = make_generator(spec, Path(model_cache), request_cache=None), True
+        self.generator = make_text_generator(spec, Path(model_cache))
+        self.with_images = spec.kind != "causal"  # a VLM backend takes an (absent) image per conversation
         self.spec = spec
 
     def _generate(self, messages: list[list[dict]]) -> list[str | None]:

@@ -4,9 +4,11 @@
         -> negative sampling (refine.strategy) -> DPO rows
 
 Work is cut into units of `refine.unit_rows` input rows per file. The driver streams results back and, once
-every row of a unit has arrived, writes the unit's files atomically and then its manifest in `_units/`
-(the commit point). A re-run skips units with a manifest and deletes what a killed run left of the
-others, so every input pair is accounted for exactly once. Output folder (PAIRS_DIR):
+every row of a unit has arrived, stages the unit's files and publishes them with its manifest in
+`_units/` (the run ledger, `carevl.ledger`). A re-run with the same pairs, SFT model, settings and code
+skips units with a manifest and deletes what a killed run left of the others, so every input pair is
+accounted for exactly once; a re-run with anything changed (another strategy, say) is refused rather
+than mixing units of two runs. Output folder (PAIRS_DIR):
 
     dpo/        DPO rows: image, question, answers, chosen/rejected critiques, their scores and flags
     critiques/  one row per input pair: all critiques, verdicts, scores, the selection or skip reason
@@ -18,19 +20,24 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections import Counter, defaultdict
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.fs  # noqa: F401  (pa.fs)
-import pyarrow.parquet as pq
+import ray
 
+from carevl import ledger
 from carevl.config import CarevlConfig
 from carevl.data import io as dio
+from carevl.ledger import RunLedger, WorkUnit, read_unit_rows
+from carevl.models.specs import judge_spec
+from carevl.ray_utils import actor_threads, init_ray, pool_args
 from carevl.refine.critiques import ADDED_TYPES, CritiqueSampler, CritiqueScorer, as_table, with_columns
 from carevl.refine.negatives import select_pairs
 
 log = logging.getLogger(__name__)
+OUTPUT_CLASSES = ("dpo", "critiques")
 
 CRITIQUE_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("pair_id", "item_id", "label", "low_reason")]
@@ -78,26 +85,7 @@ def dpo_rows(pair: dict[str, Any], strategy: str) -> list[dict[str, Any]]:
              "rejected_verdict": pair["verdicts"][r]} for r in pair["rejected_indices"]]
 
 
-def plan_units(input_uri: str, unit_rows: int) -> list:
-    """Work units over the input Parquet files, in file order (row counts from file metadata)."""
-    from carevl.curation.units import WorkUnit
-
-    units = []
-    first_global = 0
-    for f_index, file in enumerate(dio.list_data_files(input_uri, "parquet")):
-        fs, path = dio.resolve(file)
-        with fs.open_input_file(path) as handle:
-            rows = pq.ParquetFile(handle).metadata.num_rows
-        for start in range(0, rows, unit_rows):
-            stop = min(start + unit_rows, rows)
-            units.append(WorkUnit(f"u{f_index:05d}-{start:010d}", file, "parquet", start, stop, first_global + start))
-        first_global += rows
-    return units
-
-
 def _read_unit(unit: dict[str, Any]) -> pa.Table:
-    from carevl.curation.units import read_unit_rows
-
     rows = read_unit_rows(unit)
     table = pa.Table.from_pylist(rows)
     return table.append_column("unit_id", pa.array([unit["unit_id"]] * len(rows), pa.string()))
@@ -108,49 +96,35 @@ def _read_units(batch: dict[str, Any]) -> pa.Table:
     return pa.concat_tables([_read_unit(u) for u in units], promote_options="permissive")
 
 
-def _write_unit(output: str, unit, pairs: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
-    """Write a finished unit's files, then its manifest; returns the unit's stats."""
-    from carevl.curation.units import write_text_atomic
+def unit_stats(pairs: list[dict[str, Any]], dpo_count: int) -> dict[str, Any]:
+    """A finished unit's counters (summed over units into summary.json)."""
+    return {"pairs": len(pairs), "dpo_rows": dpo_count,
+            "skipped": dict(Counter(p["skip_reason"] for p in pairs if p["skip_reason"] is not None)),
+            "used_pairs": sum(1 for p in pairs if p["chosen_index"] is not None),
+            "critiques": sum(len(p["critiques"]) for p in pairs),
+            "correct_critiques": sum(sum(p["correct"]) for p in pairs),
+            "unparseable_verdicts": sum(v is None for p in pairs for v in p["verdicts"]),
+            "score_status": dict(Counter(s for p in pairs for s in p["score_status"]))}
 
+
+def _write_unit(led: RunLedger, unit: WorkUnit, pairs: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
+    """Stage a finished unit's files, then publish them with the unit's manifest; returns its stats."""
     rows = [r for p in pairs for r in dpo_rows(p, strategy)]
-    name = f"{unit.unit_id}.parquet"
-    dio.write_table(pa.Table.from_pylist(rows, schema=DPO_SCHEMA), dio.join(output, "dpo", name))
+    name = f"{unit.unit_id}-{uuid.uuid4().hex[:12]}.parquet"
     critiques = pa.Table.from_pylist([{k: p.get(k) for k in CRITIQUE_SCHEMA.names} for p in pairs],
                                      schema=CRITIQUE_SCHEMA)
-    dio.write_table(critiques, dio.join(output, "critiques", name))
-    stats = {"pairs": len(pairs), "dpo_rows": len(rows),
-             "skipped": dict(Counter(p["skip_reason"] for p in pairs if p["skip_reason"] is not None)),
-             "used_pairs": sum(1 for p in pairs if p["chosen_index"] is not None),
-             "critiques": sum(len(p["critiques"]) for p in pairs),
-             "correct_critiques": sum(sum(p["correct"]) for p in pairs),
-             "unparseable_verdicts": sum(v is None for p in pairs for v in p["verdicts"]),
-             "score_status": dict(Counter(s for p in pairs for s in p["score_status"]))}
-    manifest = {"unit_id": unit.unit_id, "file": unit.file, "start": unit.start, "stop": unit.stop,
-                "rows": unit.rows, "stats": stats}
-    write_text_atomic(dio.join(output, "_units", f"{unit.unit_id}.json"), json.dumps(manifest))
+    files = []
+    for cls, table in (("dpo", pa.Table.from_pylist(rows, schema=DPO_SCHEMA)), ("critiques", critiques)):
+        path = led.staged(cls, name)
+        dio.write_table(table, path)
+        files.append({"class": cls, "path": path, "rows": table.num_rows})
+    stats = unit_stats(pairs, len(rows))
+    led.publish(unit, files, stats)
     return stats
-
-
-def _remove_unfinished(output: str, done: set[str]) -> None:
-    """Delete files of units without a manifest and temporary files (a killed run's leftovers)."""
-    for folder in ("dpo", "critiques", "_units"):
-        uri = dio.join(output, folder)
-        dio.remove_temp_files(uri)
-        fs, path = dio.resolve(uri)
-        if fs.get_file_info(path).type != pa.fs.FileType.Directory:
-            continue
-        for info in fs.get_file_info(pa.fs.FileSelector(path)):
-            if folder != "_units" and info.base_name.split(".", 1)[0] not in done:
-                fs.delete_file(info.path)
 
 
 def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     """The streaming Ray Data plan over the pending units."""
-    import ray.data
-
-    from carevl.curation.pipeline import actor_threads, pool_args
-    from carevl.training.common import judge_spec
-
     ref, cache = config.refine, str(config.paths.model_cache_dir())
     critic = judge_spec(config, sft_model)
     scorer = config.models[ref.scorer_model]
@@ -160,6 +134,7 @@ def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     ds = ds.map_batches(CritiqueSampler, fn_constructor_kwargs=dict(
         spec=critic, model_cache=cache, num_samples=ref.num_samples, temperature=ref.temperature,
         max_new_tokens=ref.max_new_tokens, seed=config.seed, limits=config.curation.limits,
+        allow_remote_images=config.curation.allow_remote_images,
         num_threads=actor_threads(critic.resources)), **pool_args(critic.resources, critic.backend))
     ds = ds.map_batches(CritiqueScorer, fn_constructor_kwargs=dict(spec=scorer, model_cache=cache,
                                                                    num_threads=actor_threads(scorer.resources)),
@@ -167,11 +142,9 @@ def build_dataset(config: CarevlConfig, units: list, sft_model: str):
     return ds.map_batches(apply_strategy, fn_kwargs={"strategy": ref.strategy}, **light)
 
 
-def summarize(output: str, units: list, config: CarevlConfig, seconds: float) -> dict[str, Any]:
+def summarize(led: RunLedger, units: list[WorkUnit], config: CarevlConfig, seconds: float) -> dict[str, Any]:
     """Totals over every unit manifest; input pairs = used + skipped."""
-    from carevl.curation.units import completed_units
-
-    done = completed_units(output)
+    done = led.completed_units()
     totals: Counter = Counter()
     skipped: Counter = Counter()
     score_status: Counter = Counter()
@@ -189,15 +162,26 @@ def summarize(output: str, units: list, config: CarevlConfig, seconds: float) ->
     return summary
 
 
+def run_fingerprint(config: CarevlConfig, input_uri: str, sft_model: str) -> dict[str, Any]:
+    """What a resumed refinement must share with the run it continues: the pairs, the SFT model's files,
+    the refine settings (strategy included), the critic and scorer specs, seed, limits and code."""
+    models = {"critic": judge_spec(config, sft_model), "scorer": config.models[config.refine.scorer_model]}
+    settings = {"refine": config.refine.model_dump(), "seed": config.seed,
+                "models": {k: m.model_dump(exclude={"resources", "http"}) for k, m in models.items()},
+                "limits": config.curation.limits.model_dump(),
+                "allow_remote_images": config.curation.allow_remote_images}
+    inputs = {"pairs": ledger.input_fingerprint(input_uri), "sft_model": ledger.input_fingerprint(sft_model)}
+    return ledger.run_fingerprint(inputs, settings)
+
+
 def run_refine(config: CarevlConfig, input_uri: str, sft_model: str, output: str) -> dict[str, Any]:
     """Refine the low-confidence pairs at `input_uri` with the SFT model into DPO rows at `output`."""
-    from carevl.curation.units import completed_units
-    from carevl.ray_utils import init_ray
-
     start = time.perf_counter()
-    units = plan_units(input_uri, config.refine.unit_rows)
-    done = set(completed_units(output))
-    _remove_unfinished(output, done)
+    led = RunLedger(output, "refine")
+    led.claim(run_fingerprint(config, input_uri, sft_model))
+    units = ledger.parquet_units(input_uri, config.refine.unit_rows)
+    done = set(led.completed_units())
+    led.remove_unfinished(done, OUTPUT_CLASSES)
     todo = [u for u in units if u.unit_id not in done]
     log.info("refine: %d units, %d already done", len(units), len(units) - len(todo))
     if todo:
@@ -209,12 +193,11 @@ def run_refine(config: CarevlConfig, input_uri: str, sft_model: str, output: str
                 unit_id = row["unit_id"]
                 buffers[unit_id].append(row)
                 if len(buffers[unit_id]) == expected[unit_id].rows:
-                    stats = _write_unit(output, expected[unit_id], buffers.pop(unit_id), config.refine.strategy)
+                    stats = _write_unit(led, expected[unit_id], buffers.pop(unit_id), config.refine.strategy)
                     log.info("refine: unit %s done: %s", unit_id, stats)
         if buffers:
             raise RuntimeError(f"units ended incomplete: { {u: len(r) for u, r in buffers.items()} }")
-    summary = summarize(output, units, config, time.perf_counter() - start)
-    from carevl.curation.units import write_text_atomic
-
-    write_text_atomic(dio.join(output, "summary.json"), json.dumps(summary, indent=1))
+    summary = summarize(led, units, config, time.perf_counter() - start)
+    ledger.write_text_atomic(dio.join(output, "summary.json"), json.dumps(summary, indent=1))
+    led.mark_complete()
     return summary

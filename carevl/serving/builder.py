@@ -14,6 +14,7 @@ from pydantic import Field
 
 from carevl.config import REPO_ROOT, CarevlConfig, ModelSpec, load_config
 from carevl.config.stages import ServeConfig
+from carevl.models.specs import judge_spec
 
 DEPLOYMENT_NAME = "JudgeService"
 
@@ -52,22 +53,18 @@ def resolve_settings(args: JudgeAppArgs) -> tuple[ServeConfig, CarevlConfig]:
 
 
 def resolve_model_spec(settings: ServeConfig, config: CarevlConfig) -> ModelSpec:
-    """The judge's ModelSpec: a `models` entry by key; else a checkpoint path (or `tiny:<role>`) that
-    inherits dtype, max_length, generation and resources from the judge backbone it was trained from
-    (`sft.judge_model`).
+    """The judge's ModelSpec (`carevl.models.specs.judge_spec`): a `models` entry by key; else a
+    checkpoint path (or `tiny:<role>`) that inherits dtype, max_length, generation and resources from
+    the judge backbone it was trained from (`sft.judge_model`).
 
     The service runs the model with transformers whatever backend the entry names (vLLM serving of
     the judge is not implemented). Rows per forward pass follow `max_batch_size`, so one dynamic
     batch is one model call.
     """
-    if settings.model in config.models:
-        spec = config.models[settings.model].model_copy(deep=True)
-        if spec.kind != "vlm" or spec.backend == "openai":
-            raise ValueError(f"serve.model '{settings.model}' is a {spec.kind} model with backend "
-                             f"'{spec.backend}'; the judge needs local vlm weights")
-    else:
-        backbone = config.models[config.sft.judge_model]
-        spec = backbone.model_copy(deep=True, update={"path": settings.model, "gguf_file": None, "revision": None})
+    spec = judge_spec(config, settings.model)
+    if spec.backend == "openai":
+        raise ValueError(f"serve.model '{settings.model}' is an endpoint (backend openai); the judge needs "
+                         "local vlm weights")
     spec.backend = "transformers"
     spec.resources.batch_size = settings.max_batch_size
     if settings.num_cpus is not None:

@@ -2,7 +2,8 @@
 
 Layout of a training output folder (SFT_DIR or DPO_DIR):
 
-    data/          the prepared training examples (datasets.save_to_disk), built once by the driver
+    _run.json      the run ledger (`carevl.ledger`): input and config fingerprint, code version, completion
+    data/          the training examples, streamed once by the driver to a `datasets` folder
     checkpoints/   Ray Train storage: <name>/checkpoint_*/checkpoint/ holds TRL's checkpoint-N
     scratch/       per-rank TRL output_dir while training (removed at the end)
     model/         the final model, loadable with AutoModelForImageTextToText / AutoProcessor
@@ -23,7 +24,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from carevl.config import CarevlConfig, ConfigError, LoraSpec, ModelSpec, TrainStageConfig
+import ray.train
+from peft import LoraConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.huggingface.transformers import RayTrainReportCallback
+from ray.train.torch import TorchTrainer
+
+from carevl.config import CarevlConfig, ConfigError, LoraSpec, TrainStageConfig
+from carevl.models.loading import load_vlm
+from carevl.models.specs import judge_spec
+from carevl.training.freeze import freeze_vision, vision_parameter_names
 
 FINAL_MARKER = "carevl_training.json"   # written into model/ last: its presence means "complete"
 FINAL_DIR_NAME = "final_model"          # Ray checkpoint dir name of the final model
@@ -80,17 +90,9 @@ def fixed_trainer_fields(stage: TrainStageConfig, output_dir: str, seed: int) ->
 def lora_config(spec: LoraSpec, exclude_prefix: str | None):
     """A PEFT LoraConfig for the language side; modules under `exclude_prefix` (the frozen vision
     encoder) get no adapters."""
-    from peft import LoraConfig
-
     exclude = rf"^{re.escape(exclude_prefix)}\..*" if exclude_prefix else None
     return LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
                       target_modules=spec.target_modules, exclude_modules=exclude, task_type="CAUSAL_LM")
-
-
-def judge_spec(config: CarevlConfig, path: str | Path | None = None) -> ModelSpec:
-    """The judge backbone's ModelSpec (`sft.judge_model`), optionally pointed at a trained folder."""
-    spec = config.models[config.sft.judge_model]
-    return spec if path is None else spec.model_copy(update={"path": str(path)})
 
 
 # --------------------------------------------------------------------------------------- models
@@ -98,9 +100,6 @@ def judge_spec(config: CarevlConfig, path: str | Path | None = None) -> ModelSpe
 def load_trainable_vlm(config: CarevlConfig, stage: TrainStageConfig, path: str | Path | None, device):
     """(model, processor, vision_prefix): the judge backbone (or a trained folder) ready to train,
     with the vision encoder frozen when the stage says so (paper 4.3.2)."""
-    from carevl.models.loading import load_vlm
-    from carevl.training.freeze import freeze_vision, vision_parameter_names
-
     model, processor = load_vlm(judge_spec(config, path), config.paths.model_cache_dir(), device=device)
     names = sorted(vision_parameter_names(model))
     prefix = os.path.commonprefix(names).rsplit(".", 1)[0] if names else None
@@ -134,9 +133,6 @@ def resume_checkpoint(scratch: Path) -> str | None:
 
     Returns None on a fresh run. Called inside the train function on every rank.
     """
-    import ray.train
-    from ray.train.huggingface.transformers import RayTrainReportCallback
-
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
@@ -151,8 +147,6 @@ def resume_checkpoint(scratch: Path) -> str | None:
 def report_final(trainer, processor, stage: TrainStageConfig, scratch: Path, resumed_from: str | None) -> None:
     """Rank 0 saves the final model and reports it to Ray Train as the run's last checkpoint;
     every rank calls report (Ray Train needs all ranks to report the same number of times)."""
-    import ray.train
-
     rank = ray.train.get_context().get_world_rank()
     if rank != 0:
         ray.train.report({"final": 1}, checkpoint=None, checkpoint_dir_name=FINAL_DIR_NAME)
@@ -175,9 +169,6 @@ def fit(name: str, stage: TrainStageConfig, paths: TrainPaths, worker: Callable[
     """
     if final_checkpoint(paths, name) is not None:
         return
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     keep = stage.trainer.get("save_total_limit")
     trainer = TorchTrainer(
         worker,
@@ -245,11 +236,6 @@ def training_metrics(log_history: list[dict[str, Any]]) -> dict[str, Any]:
 
 def load_summary(paths: TrainPaths) -> dict[str, Any]:
     return json.loads(paths.summary.read_text()) if paths.summary.is_file() else {}
-
-
-def is_complete(paths: TrainPaths) -> bool:
-    """True when a previous run already published the final model."""
-    return (paths.model / FINAL_MARKER).is_file()
 
 
 class Stopwatch:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from carevl.cli import parse_job_args
+from carevl.cli import Job, parse_job_args
 from carevl.config import ConfigError, load_config, parse_override
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +83,9 @@ def test_overrides_keep_yaml_types_and_apply_in_order():
 
 
 def test_common_cli_parses_shared_flags_and_exits_2_on_bad_config(capsys):
-    args = parse_job_args("t", ["--set", "seed=7", "--input", "in", "--output", "out"])
+    job = Job("t", lambda a: None)
+    args = parse_job_args(job, ["--set", "seed=7", "--input", "in", "--output", "out"])
     assert (args.config.seed, args.input, args.output) == (7, "in", "out")
     with pytest.raises(SystemExit) as exc:
-        parse_job_args("t", ["--set", "nonsense.key=1"])
+        parse_job_args(job, ["--set", "nonsense.key=1"])
     assert exc.value.code == 2 and "nonsense" in capsys.readouterr().err

@@ -6,17 +6,8 @@ import io
 import json
 from pathlib import Path
 
-import socket
-import threading
-import time
-
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 from PIL import Image
-
-SECRET = "sk-test-secret-0123456789"
 
 
 def png_bytes(size: tuple[int, int] = (16, 16), colour=(200, 30, 30)) -> bytes:
@@ -70,10 +61,16 @@ def synth_rows(n: int, seed: int = 3) -> list[dict]:
     return rows
 
 
+MICRO_EXPERTS = "[rm_llama, rm_qwen2, rm_gemma2, rm_mistral]"  # M = 4 architectures, tau = 3
+
+
 def tiny_overrides(unit_items: int) -> list[str]:
-    """The fastest real models: the micro VLM for captions, short captions, small work units."""
+    """The fastest real models: the micro VLM for captions, short captions, the four micro reward models
+    as experts (the SmolLM2-backed one costs most of a run's scoring time and adds nothing to what the
+    pipeline tests check), small work units."""
     return ["models.vlm.path=tiny:vlm_micro", "models.vlm.generation.max_new_tokens=8",
-            f"curation.unit_items={unit_items}", "curation.progress_interval_s=2"]
+            f"curation.experts={MICRO_EXPERTS}", f"curation.unit_items={unit_items}",
+            "curation.progress_interval_s=2"]
 
 
 def kill_processes_mentioning(marker: str) -> int:
@@ -90,61 +87,3 @@ def kill_processes_mentioning(marker: str) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return killed
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class FakeProvider:
-    """A chat-completions server whose behaviour is chosen by a marker in the last user text."""
-
-    def __init__(self):
-        self.calls: dict[str, int] = {}
-        self.auth: list[str | None] = []
-        self.bodies: list[dict] = []
-        self.app = FastAPI()
-        self.app.post("/v1/chat/completions")(self.handle)
-
-    async def handle(self, request: Request):
-        body = await request.json()
-        self.bodies.append(body)
-        self.auth.append(request.headers.get("authorization"))
-        text = json.dumps(body["messages"][-1]["content"])
-        mode = next((m for m in ("flaky", "bad_request", "always_500", "slow", "empty") if m in text), "ok")
-        n = self.calls[text] = self.calls.get(text, 0) + 1
-        if mode == "flaky" and n == 1:
-            return JSONResponse({"error": "rate limited"}, status_code=429, headers={"retry-after": "0"})
-        if mode == "flaky" and n == 2:
-            return JSONResponse({"error": "boom"}, status_code=500)
-        if mode == "bad_request":
-            return JSONResponse({"error": "bad"}, status_code=400)
-        if mode == "always_500":
-            return JSONResponse({"error": "down"}, status_code=503)
-        if mode == "slow" and n == 1:
-            import asyncio
-            await asyncio.sleep(1.0)
-        if mode == "empty":
-            return JSONResponse({"choices": []})
-        return JSONResponse({"choices": [{"message": {"role": "assistant",
-                                                      "content": f"Verdict: A\nExplanation: call {n}"}}]})
-
-
-@pytest.fixture(scope="module")
-def provider():
-    """A real HTTP server on 127.0.0.1 (uvicorn in a thread) speaking the chat-completions API."""
-    fake = FakeProvider()
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
-    fake.endpoint = f"http://127.0.0.1:{port}/v1"
-    yield fake
-    server.should_exit = True
-    thread.join(timeout=10)

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,7 +39,10 @@ def test_curate_through_ray_job_submit(tmp_path):
     run_dir = tmp_path / "run"
     ray_tmp = tempfile.mkdtemp(prefix="cvj", dir="/tmp")
     gcs, dashboard, client, agent, agent_grpc = _free_ports(5)
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token"}
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token",
+           # The `ray` CLI and the job's `python` are the ones of this interpreter's environment (a
+           # virtualenv that was not activated, under `make test`).
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     start = ["ray", "start", "--head", "--num-cpus=2", f"--port={gcs}", f"--dashboard-port={dashboard}",
              "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}",

@@ -11,6 +11,7 @@ from carevl.config import load_config
 from carevl.curation.pairs import distinct_indices
 from carevl.curation.pipeline import run_curation
 from carevl.curation.votes import confidence_split, count_votes
+from carevl.ledger import StaleRunError
 
 from tests.curation.conftest import good_item, synth_rows, tiny_overrides, write_jsonl
 
@@ -95,8 +96,11 @@ def test_rerun_skips_finished_work(curated):
 
 def test_a_changed_input_is_refused(curated, tmp_path):
     other = write_jsonl(tmp_path / "other.jsonl", curated["rows"][:2])
-    with pytest.raises(ValueError, match="different input"):
+    with pytest.raises(StaleRunError, match=r"input\.items\.uri: .*To start afresh, delete"):
         run_curation(curated["config"], str(other), str(curated["run_dir"]))
+    changed = load_config(overrides=tiny_overrides(unit_items=3) + ["curation.tau=4"])
+    with pytest.raises(StaleRunError, match=r"config\.tau: 3 -> 4"):
+        run_curation(changed, str(curated["input"]), str(curated["run_dir"]))
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,13 @@ from carevl.config import REPO_ROOT, load_config
 from carevl.config.stages import InputLimits
 from carevl.curation.candidates import CandidateCheck, CandidateGenerator
 from carevl.curation.captions import Captioner, CaptionStore
-from carevl.curation.experts import ExpertScorer, token_budget_chunks
+from carevl.curation.experts import ExpertScorer, expert_messages
 from carevl.curation.outputs import write_outputs
-from carevl.curation.pipeline import expert_groups, group_resources, pool_args
+from carevl.curation.pipeline import expert_groups
 from carevl.curation.strong_judge import StrongJudge, read_judgement
-from carevl.curation.units import STAGING_DIR
+from carevl.ledger import STAGING_DIR
+from carevl.models.backends.transformers import token_budget_chunks
+from carevl.ray_utils import group_resources, pool_args
 
 from tests.curation.conftest import png_bytes
 
@@ -104,7 +106,7 @@ def test_expert_scorer_scores_each_distinct_response_once(config):
 def test_expert_templates_differ_per_model(config):
     scorer = ExpertScorer({n: config.models[n] for n in ("rm_llama", "rm_gemma2")},
                           str(config.paths.model_cache_dir()))
-    texts = {n: m.render("a cat", "What animal?", "A cat.") for n, m in scorer.scorers.items()}
+    texts = {n: m.render(expert_messages("a cat", "What animal?", "A cat.")) for n, m in scorer.scorers.items()}
     assert "<start_of_turn>" in texts["rm_gemma2"] and "<|start_header_id|>" in texts["rm_llama"]
     assert all("a cat" in t and "What animal?" in t for t in texts.values())
 
@@ -131,7 +133,7 @@ def test_read_judgement_is_strict():
 
 def test_local_strong_judge_fills_every_pair(config):
     spec = config.models["vlm"]
-    judge = StrongJudge(spec, config.curation.strong_judge, str(config.paths.model_cache_dir()), LIMITS)
+    judge = StrongJudge(spec, str(config.paths.model_cache_dir()), LIMITS)
     batch = _item_batch(n_images=1, repeat=2)
     batch.update(responses=[["r1", "r2", "r3"], ["s1", "s2"]], pairs_a=[[0, 0, 1], [0]], pairs_b=[[1, 2, 2], [1]])
     out = judge(batch).to_pydict()
@@ -161,6 +163,17 @@ def test_candidates_generated_then_checked(config):
 def test_candidate_check_quarantines_identical_answers():
     batch = {"needs_candidates": [True], "responses": [["same", "same"]], "reason": [None]}
     assert CandidateCheck(LIMITS, True)(batch).to_pydict()["reason"] == ["too_few_distinct_responses"]
+
+
+def test_candidate_check_applies_every_response_rule_of_validation():
+    """Generated candidates obey the same rules as shipped responses, `max_responses` included."""
+    limits = InputLimits(max_responses=3, max_response_chars=20)
+    batch = {"needs_candidates": [True, True, True, True],
+             "responses": [["a", "b", "c", "d"], ["fine", "x" * 21], ["fine", " "], ["one", "two", "three"]],
+             "reason": [None, None, None, None]}
+    out = CandidateCheck(limits, True)(batch).to_pydict()
+    assert out["reason"] == ["too_many_responses", "response_too_long", "empty_response", None]
+    assert out["pairs_a"][3] == [0, 0, 1] and out["pairs_b"][3] == [1, 2, 2]
 
 
 # ------------------------------------------------------------------------------------------- outputs

@@ -4,9 +4,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from carevl.curation.units import (
-    STAGING_DIR, duplicate_first_rows, plan_units, publish_unit, read_unit_rows, remove_unfinished, scan_file,
-)
+from carevl.curation.units import OUTPUT_CLASSES, duplicate_first_rows, plan_units, scan_file
+from carevl.ledger import STAGING_DIR, RunLedger, read_unit_rows
 from carevl.curation.validate import id_hash
 
 from tests.curation.conftest import write_jsonl
@@ -54,18 +53,19 @@ def test_remove_unfinished_keeps_only_published_units(tmp_path):
                 f"{STAGING_DIR}/high/u1-ccc.parquet", f"{STAGING_DIR}/low/u3-ddd.parquet"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
-    removed = remove_unfinished(run, done={"u1"})
+    removed = RunLedger(run, "curation").remove_unfinished({"u1"}, OUTPUT_CLASSES)
     left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert left == ["high/u1-aaa.parquet"] and removed == 4
 
 
 def test_publish_moves_staged_files_then_writes_the_manifest(tmp_path):
-    from carevl.curation.units import WorkUnit, completed_units
+    from carevl.ledger import WorkUnit
 
     staged = tmp_path / STAGING_DIR / "low" / "u7-abc.parquet"
     staged.parent.mkdir(parents=True)
     staged.write_bytes(b"x")
     unit = WorkUnit("u7", "in.jsonl", "jsonl", 0, 3, 0)
-    publish_unit(str(tmp_path), unit, [{"class": "low", "path": str(staged), "rows": 2}], {"input_rows": 3})
+    led = RunLedger(str(tmp_path), "curation")
+    led.publish(unit, [{"class": "low", "path": str(staged), "rows": 2}], {"input_rows": 3})
     assert (tmp_path / "low" / "u7-abc.parquet").exists() and not staged.exists()
-    assert completed_units(str(tmp_path))["u7"]["files"][0]["path"] == str(tmp_path / "low" / "u7-abc.parquet")
+    assert led.completed_units()["u7"]["files"][0]["path"] == str(tmp_path / "low" / "u7-abc.parquet")

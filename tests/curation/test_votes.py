@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import itertools
 
-import numpy as np
 import pytest
 
 from carevl.curation.votes import (
     HIGH, JUDGE_DISAGREES, LOW, NO_JUDGE, SPLIT_VOTE, SplitDecision, confidence_split, count_votes,
-    count_votes_matrix, expert_vote, majority, relabel_target,
+    expert_vote, majority, relabel_target,
 )
 
 
@@ -28,16 +27,6 @@ def test_count_votes_with_ties_sums_below_m():
 def test_count_votes_rejects_mismatched_lengths():
     with pytest.raises(ValueError, match="3 scores for A but 2"):
         count_votes([1, 2, 3], [1, 2])
-
-
-def test_count_votes_matrix_matches_scalar_rule():
-    rng = np.random.default_rng(0)
-    a = rng.integers(0, 3, size=(200, 5)).astype(float)  # small integers: many exact ties
-    b = rng.integers(0, 3, size=(200, 5)).astype(float)
-    va, vb = count_votes_matrix(a, b)
-    for i in range(200):
-        assert (va[i], vb[i]) == count_votes(a[i], b[i])
-    assert (va + vb <= 5).all() and (va + vb < 5).any()
 
 
 # ----------------------------------------------------------------------------------------- the table

@@ -12,6 +12,16 @@ from carevl.data import io as dio
 from carevl.schema import ITEM_SCHEMA
 
 
+def _write_rows(rows: list[dict], out_dir: str, schema, rows_per_file: int, fmt: str = "parquet",
+                filesystem=None) -> list[str]:
+    """Numbered part files of `rows_per_file` rows each, written with the atomic single-file writer."""
+    files = []
+    for k, start in enumerate(range(0, len(rows), rows_per_file)):
+        table = pa.Table.from_pylist(rows[start:start + rows_per_file], schema=schema)
+        files.append(dio.write_table(table, dio.join(out_dir, dio.shard_name(k, fmt)), filesystem=filesystem))
+    return files
+
+
 def _rows(n: int) -> list[dict]:
     return [{"item_id": f"i{i}", "image_path": None, "image_bytes": bytes([i % 256, 0, 255]),
              "question": f"q{i} é", "responses": ["a", f"b{i}"], "response_models": ["m1", "m2"],
@@ -23,7 +33,7 @@ def _rows(n: int) -> list[dict]:
 @pytest.mark.parametrize("as_uri", [False, True])
 def test_round_trip_local_and_file_uri(tmp_path, fmt, as_uri):
     out = ("file://" if as_uri else "") + str(tmp_path / "ds")
-    files = dio.write_rows(_rows(25), out, ITEM_SCHEMA, rows_per_file=10, format=fmt)
+    files = _write_rows(_rows(25), out, ITEM_SCHEMA, rows_per_file=10, fmt=fmt)
     assert len(files) == 3 and all(f.startswith("file://") == as_uri for f in files)
     assert dio.list_data_files(out) == files
     table = dio.read_table(out, schema=ITEM_SCHEMA)
@@ -103,11 +113,11 @@ def test_parquet_conform_adds_missing_columns(tmp_path):
 
 
 def test_listing_skips_temp_files_and_rejects_mixed(tmp_path):
-    dio.write_rows(_rows(3), str(tmp_path), ITEM_SCHEMA, 10, "parquet")
+    _write_rows(_rows(3), str(tmp_path), ITEM_SCHEMA, 10, "parquet")
     (tmp_path / ".part-00001.parquet.tmp-abc").write_bytes(b"half a file")
     (tmp_path / "_SUCCESS").write_text("")
     assert [f.rsplit("/", 1)[1] for f in dio.list_data_files(str(tmp_path))] == ["part-00000.parquet"]
-    dio.write_rows(_rows(3), str(tmp_path), ITEM_SCHEMA, 10, "jsonl")
+    _write_rows(_rows(3), str(tmp_path), ITEM_SCHEMA, 10, "jsonl")
     with pytest.raises(dio.DataFormatError, match="mixes"):
         dio.list_data_files(str(tmp_path))
     assert len(dio.list_data_files(str(tmp_path), "jsonl")) == 1
@@ -136,38 +146,10 @@ def test_write_batches_streams_into_row_groups(tmp_path):
     assert dio.read_table(path).to_pylist() == _rows(30)
 
 
-def test_sharded_writer_holds_at_most_one_shard(tmp_path):
-    writer = dio.ShardedWriter(str(tmp_path), ITEM_SCHEMA, rows_per_file=4)
-    seen = []
-    for i in range(0, 30, 3):
-        writer.write(_rows(30)[i:i + 3])
-        seen.append(writer.buffered_rows)
-        # Everything not buffered is already on disk as complete part files.
-        assert writer.rows_written + writer.buffered_rows == i + 3
-    assert max(seen) < 4
-    files = writer.close()
-    assert [dio.read_table(f).num_rows for f in files] == [4] * 7 + [2]
-
-
-def test_sharded_writer_conforms_columns(tmp_path):
-    with dio.ShardedWriter(str(tmp_path), ITEM_SCHEMA, rows_per_file=10, format="jsonl") as writer:
-        writer.write(pa.table({"question": ["q"], "item_id": ["7"]}))
-    [row] = dio.read_table(str(tmp_path), schema=ITEM_SCHEMA).to_pylist()
-    assert row["item_id"] == "7" and row["responses"] is None
-
-
-def test_sharded_writer_drops_partial_shard_on_error(tmp_path):
-    with pytest.raises(RuntimeError):
-        with dio.ShardedWriter(str(tmp_path), ITEM_SCHEMA, rows_per_file=4) as writer:
-            writer.write(_rows(6))
-            raise RuntimeError("job failed")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000.parquet"]
-
-
 def test_non_local_filesystem(tmp_path):
     """The same code paths on a non-local pyarrow filesystem (the in-memory mock one)."""
     fs = pafs._MockFileSystem()
-    files = dio.write_rows(_rows(5), "bucket/ds", ITEM_SCHEMA, 2, "jsonl", filesystem=fs)
+    files = _write_rows(_rows(5), "bucket/ds", ITEM_SCHEMA, 2, "jsonl", filesystem=fs)
     assert files == [f"bucket/ds/part-0000{i}.jsonl" for i in range(3)]
     assert dio.read_table("bucket/ds", schema=ITEM_SCHEMA, filesystem=fs).to_pylist() == _rows(5)
     infos = fs.get_file_info(pafs.FileSelector("bucket/ds"))

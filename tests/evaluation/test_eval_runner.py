@@ -6,12 +6,14 @@ through `evaluate(judge_fn=...)`; the real judge on local Ray is in test_eval_e2
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from collections import Counter
 
 import pytest
 
 from carevl.config import load_config
-from carevl.evaluation.backends import judge_answer, judge_spec
+from carevl.evaluation.backends import judge_answer
+from carevl.models.specs import judge_spec
 from carevl.evaluation.judgements import (
     PRIMARY,
     SWAPPED,
@@ -22,6 +24,7 @@ from carevl.evaluation.judgements import (
     seeded_shuffle,
 )
 from carevl.evaluation.runner import EvalRequest, evaluate
+from carevl.ledger import StaleRunError
 
 
 def _items(n, label="A", category="cat"):
@@ -48,7 +51,7 @@ def test_presentation_is_randomised_and_orders_are_opposite():
         assert (primary["response_a"], primary["response_b"]) == (other["response_b"], other["response_a"])
         shown_first = it["response_b"] if presented_swapped(0, it["id"]) else it["response_a"]
         assert primary["response_a"] == shown_first
-        assert primary["seed"] != reqs[request_key(it["id"], 1, PRIMARY)]["seed"]  # runs sample differently
+        assert primary["run"] == 0 and reqs[request_key(it["id"], 1, PRIMARY)]["run"] == 1
     assert judge_requests(items[:5], [0, 1], 0, False, done={("it0", 0)})[0]["key"] == request_key("it0", 1, PRIMARY)
 
 
@@ -78,10 +81,12 @@ def test_judge_answer_statuses():
 
 def test_judge_spec_keeps_settings_and_replaces_path():
     config = load_config()
-    spec = judge_spec(config, "/some/checkpoint")
-    assert spec.path == "/some/checkpoint"
-    assert spec.max_length == config.models["vlm"].max_length
-    assert judge_spec(config, "vlm") == config.models["vlm"]
+    spec = judge_spec(config, "/some/checkpoint", backbone=config.evaluation.judge_model)
+    assert spec.path == "/some/checkpoint" and spec.gguf_file is None
+    assert spec.max_length == config.models[config.evaluation.judge_model].max_length
+    assert judge_spec(config, "vlm", backbone=config.evaluation.judge_model) == config.models["vlm"]
+    with pytest.raises(ValueError, match="kind 'reward'"):
+        judge_spec(config, "rm_llama")
 
 
 def longer_answer_judge(unparseable_ids=(), fail_after=None):
@@ -162,9 +167,12 @@ def test_evaluate_resumes_after_a_kill(tmp_path):
     keys = Counter((r["id"], r["run"]) for r in map(json.loads, (out / "predictions.jsonl").read_text().splitlines()))
     assert len(keys) == 16 and set(keys.values()) == {1}
     assert len(seen) == 2 * (16 - len(partial))  # only the missing (item, run) pairs, in both orders
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(StaleRunError, match=r'config.judge: "rule-judge" -> "other-judge"'):
         evaluate(config, EvalRequest("pairwise", "other-judge", str(out), input=req.input, mode="explain"),
                  judge_fn=longer_answer_judge())
+    Path(req.input).write_text(Path(req.input).read_text() + "\n")  # the benchmark file changed
+    with pytest.raises(StaleRunError, match=r"input.benchmark.bytes: .*To start afresh, delete"):
+        evaluate(config, req, judge_fn=longer_answer_judge())
 
 
 def test_limit_keeps_first_items_of_the_seeded_order(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from carevl import judge_format
-from carevl.models.generation import MIN_SHARED_PREFIX, TextGenerator, VLMGenerator, shared_prefix_length
+from carevl.models.backends.transformers import MIN_SHARED_PREFIX, TextGenerator, VLMGenerator, shared_prefix_length
 
 
 def _ask(text: str, with_image: bool) -> list[dict]:

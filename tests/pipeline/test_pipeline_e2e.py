@@ -7,19 +7,20 @@ import os
 import pytest
 
 from carevl.config import load_config
-from carevl.pipeline import MARKER, PipelineOptions, plan_stages, run_pipeline, shared_ray
-
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+from carevl.ledger import StaleRunError
+from carevl.pipeline import MARKER, PipelineOptions, config_of, plan_stages, run_or_skip, run_pipeline, shared_ray
 
 SMALL = [
     "--set", "refine.num_samples=2",
-    "--set", "sft.trainer.num_train_epochs=4",
+    "--set", "sft.trainer.num_train_epochs=2",
     "--set", "evaluation.k=1",
 ]
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
-    opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=6, eval_items=8,
+    opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=6, eval_items=4,
                            base_judge="judge", vl_rewardbench=None)
     with shared_ray(load_config()) as address:  # every stage job joins this one Ray instance
         assert os.environ["RAY_ADDRESS"] == address
@@ -41,3 +42,34 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert ran == []
     assert all((s.output / MARKER).is_file() for s in plan_stages(opts)
                if again["stage_seconds"][s.name] == "skipped")
+
+
+def test_a_finished_stage_is_skipped_only_with_the_same_settings(tmp_path):
+    """The stage record holds the config the stage read: a `--set` that matters to it is refused with
+    what changed, one that does not (a later stage's section) leaves it finished."""
+    opts = PipelineOptions(run_dir=tmp_path / "run", config_args=SMALL, items=2, eval_items=2)
+    stage = next(s for s in plan_stages(opts) if s.name == "prepare_models")
+    logs = tmp_path / "logs"
+    assert isinstance(run_or_skip(stage, config_of(SMALL), SMALL, logs), float)
+    assert run_or_skip(stage, config_of(SMALL), SMALL, logs) == "skipped"
+    later = SMALL + ["--set", "evaluation.k=2"]       # evaluation is not read by prepare_models
+    assert run_or_skip(stage, config_of(later), later, logs) == "skipped"
+    changed = SMALL + ["--set", "models.vlm.generation.max_new_tokens=9"]
+    with pytest.raises(StaleRunError, match=r"config\.models\.vlm\.generation\.max_new_tokens: 48 -> 9"):
+        run_or_skip(stage, config_of(changed), changed, logs)
+
+
+def test_the_pipeline_job_takes_vl_rewardbench_as_an_option(tmp_path, capsys):
+    """No benchmark path is assumed outside the repository, and the limit default is the library's."""
+    from carevl.cli import parse_job_args, run_job
+    from ray_jobs import pipeline as job
+
+    args = parse_job_args(job.JOB, ["--output", str(tmp_path / "run")])
+    assert args.extra.vl_rewardbench is None
+    assert args.extra.vl_rewardbench_limit == PipelineOptions(run_dir=tmp_path, config_args=[]).vl_rewardbench_limit
+    assert [s for s in plan_stages(PipelineOptions(run_dir=tmp_path, config_args=[])) if "vlrb" in s.name] == []
+    with_file = plan_stages(PipelineOptions(run_dir=tmp_path, config_args=[], vl_rewardbench=tmp_path / "d.jsonl"))
+    assert [s.args[s.args.index("--limit") + 1] for s in with_file if "vlrb" in s.name] == ["100"] * 3
+    with pytest.raises(SystemExit) as exit_info:
+        run_job(job.JOB, ["--output", str(tmp_path / "run"), "--vl-rewardbench", str(tmp_path / "missing.jsonl")])
+    assert exit_info.value.code == 2 and "missing.jsonl" in capsys.readouterr().err

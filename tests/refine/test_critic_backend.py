@@ -1,7 +1,7 @@
 """The critique sampler's vLLM path (paper preset), built on CPU without running vLLM."""
 from carevl.config import load_config
-from carevl.curation.vllm_backend import engine_kwargs, processor_config, sampling_kwargs
-from carevl.training.common import judge_spec
+from carevl.models.backends.vllm import engine_kwargs, processor_config, sampling_kwargs
+from carevl.models.specs import judge_spec
 
 
 def test_paper_critic_is_the_sft_model_on_vllm(repo_root):
@@ -15,3 +15,23 @@ def test_paper_critic_is_the_sft_model_on_vllm(repo_root):
     refine = config.refine
     sampling = sampling_kwargs(critic, refine.temperature, refine.max_new_tokens, refine.num_samples, seed=3)
     assert sampling["n"] == 10 and sampling["temperature"] == 1.0 and sampling["max_tokens"] == 1024
+
+
+def test_critique_sampler_follows_the_remote_image_setting():
+    """An http(s) image is fetched only when `curation.allow_remote_images` allows it."""
+    import pyarrow as pa
+
+    from carevl.refine.critiques import CritiqueSampler
+
+    config = load_config(overrides=["models.judge.path=tiny:vlm_micro"])
+    batch = pa.table({"pair_id": ["p"], "question": ["q"], "response_a": ["a"], "response_b": ["b"],
+                      "label": ["A"], "image_path": ["http://127.0.0.1:9/picture.png"],
+                      "image_bytes": pa.array([None], pa.binary())})
+    reasons = {}
+    for allowed in (False, True):
+        sampler = CritiqueSampler(judge_spec(config), str(config.paths.model_cache_dir()), num_samples=1,
+                                  temperature=1.0, max_new_tokens=4, seed=0, allow_remote_images=allowed)
+        row = sampler(batch).to_pylist()[0]
+        assert row["critiques"] == []
+        reasons[allowed] = row["skip_reason"]
+    assert reasons == {False: "image_remote_not_allowed", True: "image_fetch_failed"}

@@ -9,14 +9,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from carevl.config import load_config
+from carevl.ledger import StaleRunError
 from carevl.models.loading import resolve_model_path
 from carevl.refine.critiques import CritiqueScorer
 from carevl.refine.negatives import NO_CORRECT, NO_REJECTED, NO_SCORED_CORRECT
 from carevl.refine.pipeline import apply_strategy, dpo_rows, run_refine
-from carevl.training.common import judge_spec
+from carevl.models.specs import judge_spec
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
-MICRO = ["models.judge.path=tiny:vlm_micro", "refine.num_samples=3", "refine.max_new_tokens=12",
+MICRO = ["models.judge.path=tiny:vlm_micro", "refine.num_samples=2", "refine.max_new_tokens=12",
          "refine.unit_rows=2", "models.scorer.generation.max_new_tokens=6"]
 KNOWN_SKIPS = {NO_CORRECT, NO_SCORED_CORRECT, NO_REJECTED, "no_label"}
 
@@ -39,7 +40,7 @@ def test_refine_end_to_end_and_resume(ray_local, tmp_path):
     assert set(summary["skipped"]) <= KNOWN_SKIPS
     critiques = _read(out / "critiques")
     assert sorted(r["pair_id"] for r in critiques) == sorted(r["pair_id"] for r in _read(tmp_path / "run" / "low"))
-    assert all(len(r["critiques"]) == 3 == len(r["verdicts"]) == len(r["scores"]) for r in critiques)
+    assert all(len(r["critiques"]) == 2 == len(r["verdicts"]) == len(r["scores"]) for r in critiques)
     assert all(r["correct"] == [v == r["label"] for v in r["verdicts"]] for r in critiques)
     rows = _read(out / "dpo") if any((out / "dpo").iterdir()) else []
     assert len(rows) == summary["dpo_rows"]
@@ -55,14 +56,24 @@ def test_refine_end_to_end_and_resume(ray_local, tmp_path):
     assert len(units) == (counts["low"] + 1) // 2 >= 2
     for unit in units[1:]:
         (out / "_units" / f"{unit}.json").unlink()
-        (out / "critiques" / f"{unit}.parquet").unlink()
-    (out / "dpo" / f"{units[-1]}.parquet").rename(out / "dpo" / f".{units[-1]}.parquet.tmp-x")  # half-written
+        next((out / "critiques").glob(f"{unit}-*.parquet")).unlink()
+    last = next((out / "dpo").glob(f"{units[-1]}-*.parquet"))
+    last.rename(out / "dpo" / f".{last.name}.tmp-x")  # half-written
     again = run_refine(config, str(tmp_path / "run" / "low"), critic, str(out))
     assert again["pairs"] == counts["low"] and len(_read(out / "critiques")) == counts["low"]
     assert sorted(p.stem for p in (out / "_units").glob("*.json")) == units
     assert not [p for p in (out / "dpo").iterdir() if p.name.startswith(".")]
-    kept = {r["pair_id"]: r for r in _read(out / "critiques" / f"{units[0]}.parquet")}
+    kept = {r["pair_id"]: r for r in _read(next((out / "critiques").glob(f"{units[0]}-*.parquet")))}
     assert kept and all(kept[p] == by_pair[p] for p in kept)  # the finished unit was not redone
+
+    # A re-run with another strategy, or with changed input, would mix two runs' units: it is refused.
+    other = load_config(overrides=MICRO + ["refine.strategy=all_incorrect"])
+    with pytest.raises(StaleRunError, match=r"config\.refine\.strategy: \"best_to_worse\" -> \"all_incorrect\""):
+        run_refine(other, str(tmp_path / "run" / "low"), critic, str(out))
+    write_synthetic_pairs(str(tmp_path / "run2"), 3, seed=2)
+    shutil.copy(next((tmp_path / "run2" / "low").glob("*.parquet")), tmp_path / "run" / "low" / "extra.parquet")
+    with pytest.raises(StaleRunError, match=r"input\.pairs\.files: 1 -> 2.*delete .*pairs or choose another"):
+        run_refine(config, str(tmp_path / "run" / "low"), critic, str(out))
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ def test_unknown_or_invalid_args_are_refused():
 
 def test_model_key_of_wrong_kind_is_refused():
     settings, config = resolve_settings(JudgeAppArgs.model_validate({"model": "rm_llama"}))
-    with pytest.raises(ValueError, match="needs local vlm weights"):
+    with pytest.raises(ValueError, match="kind 'reward'; a judge is a vision-language model"):
         resolve_model_spec(settings, config)
 
 

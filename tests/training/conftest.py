@@ -21,7 +21,7 @@ def micro_folder() -> Path:
     """Where the untrained micro LLaVA lives (built on first use)."""
     from carevl.config import load_config
     from carevl.models.loading import resolve_model_path
-    from carevl.training.common import judge_spec
+    from carevl.models.specs import judge_spec
 
     config = load_config(overrides=MICRO)
     return Path(resolve_model_path(judge_spec(config), config.paths.model_cache_dir())[0])

@@ -3,6 +3,7 @@ import pytest
 from trl import DPOConfig, SFTConfig
 
 from carevl.config import ConfigError, LoraSpec, load_config
+from carevl.models.specs import judge_spec
 from carevl.training import common
 from carevl.training.freeze import freeze_vision, vision_encoder, vision_parameter_names
 
@@ -38,7 +39,7 @@ def micro_model():
     from carevl.models.loading import load_vlm
 
     config = load_config(overrides=["models.judge.path=tiny:vlm_micro"])
-    return load_vlm(common.judge_spec(config), config.paths.model_cache_dir())[0]
+    return load_vlm(judge_spec(config), config.paths.model_cache_dir())[0]
 
 
 def test_freeze_vision_stops_gradients_only_in_the_encoder(micro_model):

@@ -9,6 +9,8 @@ import pytest
 
 from carevl.config import load_config
 from carevl.judge_format import format_judgement, swap_choice
+from carevl.ledger import StaleRunError
+from carevl.training import run as run_module
 from carevl.training.dpo import dpo_example, run_dpo
 
 
@@ -50,3 +52,49 @@ def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, checks, cur
     assert history[-1]["rewards/margins"] > 0
     checks.assert_trained(base, tmp_path / "dpo" / "model")
     checks.assert_generates(tmp_path / "dpo" / "model")
+
+    # The same run again is complete: nothing is trained. Changed config or input is refused, not reused.
+    assert run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo")) == summary
+    changed = load_config(overrides=checks.MICRO + checks.stage_overrides("dpo", max_steps=4, save_steps=2,
+                                                            learning_rate=5e-4, beta=0.2))
+    with pytest.raises(StaleRunError, match=r"config\.dpo\.trainer\.beta: 0\.1 -> 0\.2"):
+        run_dpo(changed, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
+    _dpo_rows(curated_pairs, tmp_path / "more")
+    (tmp_path / "more" / "dpo" / "part-00000.parquet").rename(tmp_path / "pairs" / "dpo" / "part-00001.parquet")
+    with pytest.raises(StaleRunError, match=r"input\.rows\.files: 1 -> 2"):
+        run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
+
+
+@pytest.mark.slow
+def test_lora_dpo_uses_the_adapter_free_base_as_reference(checks, curated_pairs, tmp_path):
+    """Under LoRA there is no second model: the reference is the policy with its adapters disabled,
+    i.e. exactly the starting (SFT) model, while the adapters learn."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    from carevl.config import InputLimits
+    from carevl.training.dpo import DPO
+    from carevl.training.examples import load_examples, prepare_examples
+
+    _dpo_rows(curated_pairs, tmp_path / "pairs")
+    prepare_examples(str(tmp_path / "pairs" / "dpo"), tmp_path / "data", DPO.build, DPO.features, InputLimits())
+    config = load_config(overrides=checks.MICRO + ["dpo.lora.r=4", "dpo.trainer.max_steps=2",
+                                                   "dpo.trainer.per_device_train_batch_size=2",
+                                                   "dpo.trainer.learning_rate=1e-2", "dpo.trainer.report_to=none"])
+    base = checks.micro_folder()
+    trainer, processor = run_module.build_trainer(DPO, config, str(base), load_examples(tmp_path / "data"),
+                                                  tmp_path / "hf", "cpu")
+    assert trainer.ref_model is None and isinstance(trainer.model, PeftModel)
+    lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+    trainer.train()
+    assert any(not torch.equal(p, lora_before[n]) for n, p in trainer.model.named_parameters() if "lora_" in n)
+    start = AutoModelForImageTextToText.from_pretrained(base).eval()
+    batch = {"input_ids": torch.tensor([[1, 2, 3, 4, 5]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    trainer.model.eval()
+    with torch.no_grad(), trainer.model.disable_adapter():
+        reference = trainer.model(**batch).logits
+    with torch.no_grad():
+        policy = trainer.model(**batch).logits
+    assert torch.allclose(reference, start(**batch).logits, atol=1e-5)   # the reference is the start model
+    assert not torch.allclose(policy, reference)                          # the policy has moved away from it

@@ -13,7 +13,7 @@ import pytest
 
 
 def _command(checks, curated_pairs, out):
-    stage = checks.stage_overrides("sft", max_steps=12, save_steps=2, learning_rate=1e-3)
+    stage = checks.stage_overrides("sft", max_steps=6, save_steps=2, learning_rate=1e-3)
     sets = ["ray.num_cpus=2", *checks.MICRO, *stage]
     return [sys.executable, "-m", "ray_jobs.train_sft", "--input", str(curated_pairs / "high"),
             "--output", str(out), *[a for s in sets for a in ("--set", s)]]
@@ -53,7 +53,7 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
     rerun = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["resumed_from_step"] >= 2 and summary["global_step"] == 12
+    assert summary["resumed_from_step"] >= 2 and summary["global_step"] == 6
     assert summary["data"]["examples"] == summary["data"]["rows"] > 0
     losses = [e["loss"] for e in summary["train_metrics"]["log_history"] if "loss" in e]
     assert losses and all(math.isfinite(x) for x in losses)
@@ -61,3 +61,11 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
 
     checks.assert_trained(checks.micro_folder(), out / "model")
     assert isinstance(checks.assert_generates(out / "model"), str)
+
+    # Another learning rate into the same folder: the finished model is not taken for it (exit 2, one line).
+    changed = subprocess.run(cmd + ["--set", "sft.trainer.learning_rate=0.002"], cwd=repo_root,
+                             capture_output=True, text=True, timeout=300)
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    error = [line for line in changed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "config.sft.trainer.learning_rate: 0.001 -> 0.002" in error[0]
+    assert "Traceback" not in changed.stderr

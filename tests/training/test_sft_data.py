@@ -70,3 +70,34 @@ def test_unusable_rows_are_counted_with_reasons():
 def test_swap_answer_mentions():
     assert swap_answer_mentions("Answer A is right; response B errs.") == "Answer B is right; response A errs."
     assert swap_answer_mentions("It does answer a question.") == "It does answer a question."
+
+
+def test_training_examples_follow_the_remote_image_setting(tmp_path):
+    """Rows whose image is an http(s) URL are fetched only when remote images are allowed."""
+    from collections import Counter
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from carevl.config import InputLimits
+    from carevl.training.examples import iter_examples
+
+    rows = [{**_row(0), "image_path": "http://127.0.0.1:9/picture.png", "image_bytes": None},
+            {**_row(1), "image_path": None, "image_bytes": _png()}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "part-0.parquet")
+    for allowed, reason in ((False, "image_remote_not_allowed"), (True, "image_fetch_failed")):
+        counts = Counter()
+        examples = list(iter_examples(str(tmp_path), lambda row: sft_conversation(row, seed=0), InputLimits(),
+                                      counts, allow_remote=allowed))
+        assert [e["pair_id"] for e in examples] == [rows[1]["pair_id"]]
+        assert counts == Counter({"rows": 2, "examples": 1, f"skipped:{reason}": 1})
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,7 +1,8 @@
 """Chat completions from any OpenAI-compatible endpoint, through httpx.
 
-Requests run concurrently (bounded by a semaphore), are retried with exponential backoff on 429, 5xx,
-timeouts and connection errors (honouring Retry-After), and successful answers are cached on disk under
+Requests run concurrently (bounded by a semaphore), are retried under the project's one HTTP retry
+policy (`carevl.http_retry`: 429 / 5xx / timeouts / connection errors, exponential backoff, Retry-After
+honoured up to a cap), and successful answers are cached on disk under
 a hash of the request, so a re-run does not pay twice. The API key is read from the environment variable
 the model spec names, sent only in the Authorization header, and never logged or cached.
 """
@@ -12,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +23,11 @@ from PIL import Image
 
 from carevl.config import ModelSpec
 from carevl.data.images import encode_data_url
+from carevl.http_retry import RetryableStatus, async_retrying, check_status, describe
 from carevl.models.templates import continuation_kwargs, continues_reply, with_image_parts
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-MAX_RETRY_AFTER_S = 60.0
 
 
 @dataclass
@@ -105,31 +104,27 @@ class OpenAIChatClient:
         key = RequestCache.key(self.url, body) if self.cache else None
         if key and (hit := self.cache.get(key)) is not None:
             return ChatResult(hit, cached=True)
-        error = "no attempt made"
-        for attempt in range(self.max_retries + 1):
-            delay = None
-            try:
-                response = await client.post(self.url, json=body)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                error = f"{type(exc).__name__}"
-            else:
-                if response.status_code == 200:
-                    text = _message_text(response)
-                    if text is None:
-                        return ChatResult(None, "response without choices[0].message.content", attempts=attempt + 1)
-                    if key:
-                        self.cache.put(key, text)
-                    return ChatResult(text, attempts=attempt + 1)
-                error = f"HTTP {response.status_code}"
-                if response.status_code not in RETRY_STATUS:
-                    return ChatResult(None, error, attempts=attempt + 1)
-                delay = _retry_after(response)
-            if attempt < self.max_retries:
-                wait = delay if delay is not None else self.backoff_s * (2 ** attempt) * (0.5 + random.random())
-                log.warning("chat request failed (%s), retry %d/%d in %.2fs", error, attempt + 1,
-                            self.max_retries, wait)
-                await asyncio.sleep(wait)
-        return ChatResult(None, f"{error} after {self.max_retries + 1} attempts", attempts=self.max_retries + 1)
+        attempts = 0
+        try:
+            async for attempt in async_retrying(self.max_retries, self.backoff_s, self._log_retry):
+                with attempt:
+                    attempts += 1
+                    response = check_status(await client.post(self.url, json=body))
+        except (RetryableStatus, httpx.TransportError) as exc:
+            return ChatResult(None, f"{str(exc) if isinstance(exc, RetryableStatus) else type(exc).__name__} "
+                                    f"after {attempts} attempts", attempts=attempts)
+        if response.status_code != 200:
+            return ChatResult(None, f"HTTP {response.status_code}", attempts=attempts)
+        text = _message_text(response)
+        if text is None:
+            return ChatResult(None, "response without choices[0].message.content", attempts=attempts)
+        if key:
+            self.cache.put(key, text)
+        return ChatResult(text, attempts=attempts)
+
+    def _log_retry(self, state) -> None:
+        log.warning("chat request failed (%s), retry %d/%d in %.2fs", describe(state), state.attempt_number,
+                    self.max_retries, state.upcoming_sleep)
 
 
 def _message_text(response: httpx.Response) -> str | None:
@@ -140,16 +135,8 @@ def _message_text(response: httpx.Response) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value is not None else None
-    except ValueError:
-        return None
-
-
 class OpenAIGenerator:
-    """The generation interface of `carevl.models.generation.VLMGenerator`, served by an HTTP endpoint.
+    """The generation interface of `carevl.models.backends.transformers.VLMGenerator`, served by an HTTP endpoint.
 
     A request that still fails after all retries yields None in place of its texts; `last_results`
     keeps the per-request outcomes (errors, cache hits) of the latest call.

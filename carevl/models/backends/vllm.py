@@ -13,9 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
+from transformers import AutoTokenizer
 
 from carevl.config import ModelSpec
+from carevl.models.loading import resolve_model_path
 from carevl.models.templates import continuation_kwargs, continues_reply, with_image_parts
 
 # What each Ray Data LLM task type means to the vLLM engine (mirrors ray.data.llm's engine stage).
@@ -96,8 +99,6 @@ def _engine(spec: ModelSpec, model_cache: Path):
     except ImportError as exc:  # CPU machines never have it
         raise ImportError(f"model '{spec.path}' uses backend 'vllm', which needs the gpu extra "
                           "(pip install 'carevl[gpu]') on a GPU machine") from exc
-    from carevl.models.loading import resolve_model_path
-
     source, _ = resolve_model_path(spec, model_cache)
     config = processor_config(spec, source)
     kwargs = dict(config.engine_kwargs)
@@ -106,7 +107,7 @@ def _engine(spec: ModelSpec, model_cache: Path):
 
 
 class VLLMChatGenerator:
-    """`generate` with the signature of `carevl.models.generation.VLMGenerator`, on a vLLM engine."""
+    """`generate` with the signature of `carevl.models.backends.transformers.VLMGenerator`, on a vLLM engine."""
 
     def __init__(self, spec: ModelSpec, model_cache: Path):
         self.spec = spec
@@ -129,8 +130,6 @@ class VLLMRewardScorer:
     """The `RewardScorer` interface (render, score, forward_rows) on a vLLM pooling engine."""
 
     def __init__(self, spec: ModelSpec, model_cache: Path):
-        from transformers import AutoTokenizer
-
         self.spec = spec
         self._vllm, self.llm, source = _engine(spec, Path(model_cache))
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code,
@@ -138,14 +137,10 @@ class VLLMRewardScorer:
         self.forward_rows = 0
         self.forward_calls = 0
 
-    def render(self, caption: str | None, question: str, response: str) -> str:
-        from carevl.curation.experts import expert_messages
+    def render(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
-        return self.tokenizer.apply_chat_template(expert_messages(caption, question, response), tokenize=False)
-
-    def score(self, texts: list[str]):
-        import numpy as np
-
+    def score(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
         # Token ids, not text: the rendered template already holds its special tokens.

@@ -1,23 +1,25 @@
-"""Batched chat generation and next-token scoring on top of the loaders.
+"""The transformers backend: batched chat generation, next-token scoring and reward scoring in process.
 
 `VLMGenerator` (image + chat) serves the caption model, candidate generation, the local strong judge
 and critique sampling; `TextGenerator` (chat only) serves the critique scorer. Both take a list of
 conversations in transformers' message format and return one list of `num_samples` strings per
 conversation. Temperature 0 means greedy decoding. A conversation whose last message is from the
 assistant is continued from that message (a pre-filled reply start such as "Score:"); only the
-continuation is returned.
+continuation is returned. `RewardScorer` scores rendered conversations with a sequence classifier
+in token-budget, length-sorted batches (the curation experts, paper 3.2).
 """
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
 from carevl.config import ModelSpec
-from carevl.models.loading import load_causal_lm, load_vlm
+from carevl.models.loading import load_causal_lm, load_reward_model, load_vlm
 from carevl.models.templates import continuation_kwargs
 
 
@@ -208,3 +210,66 @@ class TextGenerator(_ChatGenerator):
                          assistant_prefix: str = "") -> np.ndarray:
         """Log-probs, shape (rows, len(candidates)), of each candidate's first token after the prompt."""
         return self._score_next_token(messages, [None] * len(messages), candidates, assistant_prefix)
+
+
+def token_budget_chunks(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Group row indices, sorted by length, into chunks whose padded size (rows x longest) fits `budget`.
+
+    Sorting keeps padding small; a single row longer than the budget still forms its own chunk.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    chunks, current, longest = [], [], 0
+    for i in order:
+        longest_if_added = max(longest, lengths[i])
+        if current and longest_if_added * (len(current) + 1) > budget:
+            chunks.append(current)
+            current, longest_if_added = [], lengths[i]
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+class RewardScorer:
+    """One sequence-classification reward model (transformers): rendered texts in, one float score each.
+
+    `forward_rows` counts the rows that actually went through the model's forward (a forward pre-hook),
+    so callers and tests can check that nothing is scored twice.
+    """
+
+    def __init__(self, spec: ModelSpec, model_cache: Path, device: str | None = None):
+        self.spec = spec
+        self.model, self.tokenizer = load_reward_model(spec, Path(model_cache), device=device)
+        # The score head reads the last token: on overflow keep the end of the answer, not the start.
+        self.tokenizer.truncation_side = "left"
+        self.budget = spec.resources.batch_size * spec.max_length
+        self.forward_rows = 0
+        self.forward_calls = 0
+        self.model.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.forward_rows += int(ids.shape[0])
+        self.forward_calls += 1
+
+    def render(self, messages: list[dict]) -> str:
+        """One conversation (user turn, then the answer as the assistant turn) in the model's template."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    @torch.inference_mode()
+    def score(self, texts: list[str]) -> np.ndarray:
+        """Scores, shape (len(texts),), float64."""
+        if not texts:
+            return np.zeros(0)
+        encoded = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.spec.max_length)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        scores = np.zeros(len(texts))
+        for chunk in token_budget_chunks(lengths, self.budget):
+            batch = self.tokenizer.pad({"input_ids": [encoded["input_ids"][i] for i in chunk],
+                                        "attention_mask": [encoded["attention_mask"][i] for i in chunk]},
+                                       return_tensors="pt")
+            batch = {k: v.to(self.model.device) for k, v in batch.items()}
+            logits = self.model(**batch).logits  # (rows, num_labels)
+            scores[chunk] = logits[:, 0].float().cpu().numpy()
+        return scores

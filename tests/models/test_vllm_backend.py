@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from carevl.config import load_config
-from carevl.curation.vllm_backend import (
+from carevl.models.backends.vllm import (
     RUNNER_BY_TASK, engine_kwargs, processor_config, sampling_kwargs, vllm_messages,
 )
 
@@ -72,14 +72,14 @@ def test_messages_carry_the_image_object():
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
 def test_loading_a_vllm_model_without_vllm_says_what_is_missing(paper, tmp_path):
-    from carevl.curation.experts import make_scorer
+    from carevl.models.backends import make_scorer
 
     with pytest.raises(ImportError, match="gpu extra"):
         make_scorer(paper.models["inf-orm-70b"], tmp_path)
 
 
 def test_prefilled_replies_are_continued_by_the_chat_call(paper, monkeypatch):
-    from carevl.curation import vllm_backend
+    from carevl.models.backends import vllm as vllm_backend
 
     class FakeLLM:  # records how `LLM.chat` is called; vLLM itself needs a GPU
         def chat(self, conversations, params, use_tqdm, **template):

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from carevl.config import ModelSpec
-from carevl.curation.openai_backend import OpenAIChatClient, OpenAIGenerator, RequestCache, openai_messages
+from carevl.models.backends.openai import OpenAIChatClient, OpenAIGenerator, RequestCache, openai_messages
 from carevl.judge_format import judge_messages
 
-from tests.curation.conftest import SECRET
+from tests.chat_provider import SECRET
 
 def _body(marker: str) -> dict:
     return {"model": "judge", "messages": [{"role": "user", "content": f"compare {marker}"}], "temperature": 0}
@@ -109,3 +109,21 @@ def test_a_prefilled_reply_is_sent_for_continuation(provider, tmp_path, monkeypa
     assert sent["continue_final_message"] is True and sent["add_generation_prompt"] is False
     gen.generate([[{"role": "user", "content": "grade plain"}]], [None], temperature=0.0, max_new_tokens=4)
     assert "continue_final_message" not in provider.bodies[-1]
+
+
+def test_each_endpoint_model_uses_its_own_http_settings(monkeypatch, tmp_path, repo_root):
+    """Captions and candidates used to borrow the strong judge's HTTP settings; now every endpoint model
+    is called with the `http` section of its own spec."""
+    from carevl.config import load_config
+    from carevl.models.backends import make_generator
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    config = load_config(repo_root / "configs" / "paper.yaml", [
+        "models.captioner_api.path=caption-model", "models.captioner_api.kind=vlm",
+        "models.captioner_api.backend=openai", "models.captioner_api.endpoint=http://127.0.0.1:9/v1",
+        "models.captioner_api.http.max_concurrency=3", "models.captioner_api.http.timeout_s=7",
+        "curation.caption_model=captioner_api"])
+    judge = make_generator(config.models[config.curation.strong_judge.model], tmp_path)
+    caption = make_generator(config.models[config.curation.caption_model], tmp_path)
+    assert (judge.client.max_concurrency, judge.client.max_retries) == (64, 8)   # gpt-4o's own section
+    assert (caption.client.max_concurrency, caption.client.timeout_s, caption.client.max_retries) == (3, 7.0, 6)
