@@ -89,7 +89,7 @@ def baselines(config, items: list[dict], captions: dict[str, str], naive_items: 
     """
     import torch
 
-    from carevl.curation.experts import expert_messages
+    from carevl.prompts import expert_messages
     from carevl.curation.pairs import distinct_indices
     from carevl.data.images import image_key
     from carevl.models.backends import make_scorer

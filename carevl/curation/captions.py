@@ -24,11 +24,8 @@ from carevl.config.stages import InputLimits
 from carevl.curation.columns import ItemStage, active_rows, load_row_images, set_reason
 from carevl.data.io import join, resolve, write_table
 from carevl.models.backends import make_generator, model_id
+from carevl.prompts import CAPTION_PROMPT, caption_messages
 
-CAPTION_PROMPT = (
-    "Describe this picture thoroughly so that someone who cannot see it could answer questions about it: "
-    "list every object with its colour, count, size and position, and copy any visible text."
-)
 CAPTION_FAILED = "caption_failed"
 
 
@@ -36,10 +33,6 @@ def caption_id(spec: ModelSpec, prompt: str = CAPTION_PROMPT) -> str:
     """Identity of a caption: model, generation settings and prompt."""
     blob = f"{model_id(spec)}|{spec.generation.model_dump_json()}|{prompt}".encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def caption_messages(prompt: str = CAPTION_PROMPT) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
 
 
 class CaptionStore:

@@ -14,13 +14,8 @@ from carevl.config import ModelSpec
 from carevl.curation.columns import SCORE_PREFIX, SCORED_PREFIX, ItemStage, active_rows
 from carevl.curation.pairs import distinct_indices, first_occurrence
 from carevl.models.backends import make_scorer
+from carevl.prompts import expert_messages
 from carevl.ray_utils import use_threads
-
-
-def expert_messages(caption: str | None, question: str, response: str) -> list[dict]:
-    """The conversation an expert scores: image description and question, then the answer."""
-    user = f"Image description:\n{caption or '(no description)'}\n\nQuestion:\n{question}"
-    return [{"role": "user", "content": user}, {"role": "assistant", "content": response}]
 
 
 class ExpertScorer(ItemStage):

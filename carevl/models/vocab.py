@@ -11,6 +11,9 @@ import random
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from carevl import judge_format
+from carevl.data.captions import grid_caption
+from carevl.data.shapes import make_scene
+from carevl.prompts import CAPTION_PROMPT
 
 # Every chat-format marker any tiny model's template uses; all live in the one shared vocabulary.
 SPECIAL_TOKENS = [
@@ -66,11 +69,13 @@ _TEMPLATES = [
 
 
 def training_corpus(num_lines: int = 6000, seed: int = 0) -> list[str]:
-    """Deterministic English-like sentences about shapes and free word sequences, plus the judge
-    prompt pieces."""
+    """Deterministic English-like sentences about shapes and free word sequences, plus the judge and
+    caption prompts and grid captions."""
     rng = random.Random(seed)
-    lines = [judge_format.SYSTEM_PROMPT, judge_format.USER_TEMPLATE,
+    lines = [judge_format.SYSTEM_PROMPT, judge_format.USER_TEMPLATE, CAPTION_PROMPT,
              judge_format.format_judgement("A", "The first answer matches the image.")]
+    # Grid captions (the tiny caption model's output), so each slot word is one token.
+    lines += [grid_caption(make_scene(rng, 64)) for _ in range(num_lines // 20)]
     for _ in range(num_lines):
         template = rng.choice(_TEMPLATES)
         lines.append(template.format(

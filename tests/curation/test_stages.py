@@ -10,7 +10,8 @@ from carevl.config import REPO_ROOT, load_config
 from carevl.config.stages import InputLimits
 from carevl.curation.candidates import CandidateCheck, CandidateGenerator
 from carevl.curation.captions import Captioner, CaptionStore
-from carevl.curation.experts import ExpertScorer, expert_messages
+from carevl.curation.experts import ExpertScorer
+from carevl.prompts import expert_messages
 from carevl.curation.outputs import write_outputs
 from carevl.curation.pipeline import expert_groups
 from carevl.curation.strong_judge import StrongJudge, read_judgement

@@ -1,0 +1,188 @@
+"""LLaVA-style alignment of the micro LLaVA on synthetic scenes: the kit's caption model and base judge.
+
+A real LLaVA starts from a pretrained CLIP encoder and a pretrained language model, aligns the
+projector to the language model's word embeddings (stage 1), then tunes projector and language model
+on instructions (stage 2). The micro LLaVA has neither pretrained part, so the recipe adds a stand-in
+for CLIP's pretraining and keeps LLaVA's two stages:
+
+0. vision pretraining: each patch token of the vision tower (at LLaVA's feature layer) learns the
+   colour and shape in its grid cell, through a probe head that is thrown away afterwards;
+1. feature alignment: vision tower frozen, the projector maps every patch onto the language model's
+   word embeddings of its colour and shape words (LLaVA stage 1);
+2. caption tuning: vision tower still frozen, projector and language model learn to write the grid
+   caption of `carevl.data.captions` in answer to the curation caption prompt (LLaVA stage 2).
+
+The loops are plain PyTorch rather than a generic trainer: the steps are tiny, and computing logits
+only for the caption tokens (`logits_to_keep`) roughly halves each step on CPU. Data are pure
+functions of (seed, step), so a build repeats exactly.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from carevl.data.captions import EMPTY, grid_caption
+from carevl.data.shapes import COLORS, GRID, SHAPES, Scene, draw_scene, make_scene
+from carevl.data.synth import item_rng
+from carevl.prompts import caption_messages
+
+COLOR_CLASSES = (EMPTY, *COLORS)   # class 0: no shape in the cell
+SHAPE_CLASSES = (EMPTY, *SHAPES)
+
+
+@dataclass(frozen=True)
+class AlignmentRecipe:
+    seed: int = 0
+    image_size: int = 64
+    vision_steps: int = 100
+    projector_steps: int = 100
+    caption_steps: int = 600
+    vision_batch: int = 64
+    caption_batch: int = 16
+    vision_lr: float = 3e-3
+    caption_lr: float = 1e-3
+    warmup_steps: int = 30
+
+
+def training_scenes(recipe: AlignmentRecipe, stream: str, start: int, n: int) -> list[Scene]:
+    """Scenes `start .. start+n-1` of a named stream (disjoint from the items the pipeline curates)."""
+    return [make_scene(item_rng(recipe.seed, i, f"align-{stream}"), recipe.image_size) for i in range(start, start + n)]
+
+
+def patch_targets(scenes: list[Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(colour class, shape class) of every cell, each of shape (batch, GRID*GRID); 0 = empty."""
+    colors = torch.zeros(len(scenes), GRID * GRID, dtype=torch.long)
+    shapes = torch.zeros_like(colors)
+    for k, scene in enumerate(scenes):
+        for shape in scene.shapes:
+            colors[k, shape.cell] = COLOR_CLASSES.index(shape.color)
+            shapes[k, shape.cell] = SHAPE_CLASSES.index(shape.kind)
+    return colors, shapes
+
+
+def _pixels(processor, scenes: list[Scene]) -> torch.Tensor:
+    return processor.image_processor([draw_scene(s) for s in scenes], return_tensors="pt")["pixel_values"]
+
+
+def _patch_states(model, pixels: torch.Tensor) -> torch.Tensor:
+    """Vision-tower states at LLaVA's feature layer, CLS dropped: (batch, patches, vision_hidden)."""
+    layer = model.config.vision_feature_layer
+    return model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[layer][:, 1:]
+
+
+def _attribute_loss(logits_color: torch.Tensor, logits_shape: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
+    colors, shapes = patch_targets(scenes)
+    return (F.cross_entropy(logits_color.reshape(-1, logits_color.shape[-1]), colors.reshape(-1))
+            + F.cross_entropy(logits_shape.reshape(-1, logits_shape.shape[-1]), shapes.reshape(-1)))
+
+
+def pretrain_vision(model, processor, recipe: AlignmentRecipe) -> list[float]:
+    """Stage 0: vision tower + a throw-away probe learn each cell's colour and shape."""
+    tower = model.model.vision_tower
+    probe = torch.nn.Linear(tower.config.hidden_size, len(COLOR_CLASSES) + len(SHAPE_CLASSES))
+    optimizer = torch.optim.AdamW([*tower.parameters(), *probe.parameters()], lr=recipe.vision_lr)
+    losses = []
+    for step in range(recipe.vision_steps):
+        scenes = training_scenes(recipe, "vision", step * recipe.vision_batch, recipe.vision_batch)
+        logits = probe(_patch_states(model, _pixels(processor, scenes)))   # (batch, patches, classes)
+        loss = _attribute_loss(logits[..., :len(COLOR_CLASSES)], logits[..., len(COLOR_CLASSES):], scenes)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def attribute_word_ids(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of the colour and shape words as they follow a space in a caption (first piece)."""
+    def first(word: str) -> int:
+        return tokenizer(" " + word, add_special_tokens=False)["input_ids"][0]
+    return (torch.tensor([first(w) for w in COLOR_CLASSES]), torch.tensor([first(w) for w in SHAPE_CLASSES]))
+
+
+def align_projector(model, processor, recipe: AlignmentRecipe) -> list[float]:
+    """Stage 1: vision frozen; projected patches point at the embeddings of their attribute words."""
+    tower, projector = model.model.vision_tower, model.model.multi_modal_projector
+    tower.requires_grad_(False)
+    color_ids, shape_ids = attribute_word_ids(processor.tokenizer)
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=recipe.vision_lr)
+    losses = []
+    for step in range(recipe.projector_steps):
+        scenes = training_scenes(recipe, "projector", step * recipe.vision_batch, recipe.vision_batch)
+        with torch.no_grad():
+            states = _patch_states(model, _pixels(processor, scenes))
+        features = projector(states)                                       # (batch, patches, hidden)
+        words = model.get_input_embeddings().weight.detach()
+        loss = _attribute_loss(features @ words[color_ids].T, features @ words[shape_ids].T, scenes)
+        loss = loss + 1e-3 * features.pow(2).mean()   # keeps the features near the embeddings' scale
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def caption_batch(processor, prompt: str, scenes: list[Scene]) -> tuple[dict, torch.Tensor]:
+    """Left-padded (prompt + caption) encodings and the labels of the last `n` positions, where n
+    covers the longest caption; positions outside each row's caption are -100."""
+    tokenizer = processor.tokenizer
+    end = tokenizer.eos_token
+    captions = [grid_caption(s) + end for s in scenes]
+    tokenizer.padding_side = "left"
+    enc = processor(text=[prompt + c for c in captions], images=[draw_scene(s) for s in scenes],
+                    return_tensors="pt", padding=True)
+    lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in captions]
+    n = max(lengths)
+    labels = enc["input_ids"][:, -n:].clone()                              # (batch, n)
+    for k, length in enumerate(lengths):
+        labels[k, : n - length] = -100
+    return enc, labels
+
+
+def completion_loss(model, enc: dict, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the last labels.shape[1] tokens, computing logits for those positions only."""
+    n = labels.shape[1]
+    logits = model(**enc, logits_to_keep=n + 1).logits[:, :-1]            # (batch, n, vocab)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def tune_captions(model, processor, recipe: AlignmentRecipe) -> list[float]:
+    """Stage 2: projector + language model write grid captions (vision tower stays frozen)."""
+    model.model.vision_tower.requires_grad_(False)
+    prompt = processor.tokenizer.apply_chat_template(caption_messages(), tokenize=False, add_generation_prompt=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.caption_lr, weight_decay=0.0)
+    total = recipe.caption_steps
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / recipe.warmup_steps) * max(0.05, 1 - s / total))
+    model.train()
+    losses = []
+    for step in range(total):
+        scenes = training_scenes(recipe, "captions", step * recipe.caption_batch, recipe.caption_batch)
+        loss = completion_loss(model, *caption_batch(processor, prompt, scenes))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    model.requires_grad_(True)
+    return losses
+
+
+def align(model, processor, recipe: AlignmentRecipe) -> dict:
+    """All three stages in place; returns the first/last loss and seconds of each."""
+    log = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        for name, stage in (("vision", pretrain_vision), ("projector", align_projector), ("captions", tune_captions)):
+            started = time.perf_counter()
+            losses = stage(model, processor, recipe)
+            log[name] = {"steps": len(losses), "first_loss": round(losses[0], 4) if losses else None,
+                         "last_loss": round(losses[-1], 4) if losses else None,
+                         "seconds": round(time.perf_counter() - started, 1)}
+    return log

@@ -1,0 +1,84 @@
+"""What the kit's trained models can do, measured on held-out synthetic data through the production
+wrappers (the same `from_pretrained` loading and batching curation uses).
+
+- Caption model: object precision and recall (colour, shape and side must all match) of greedy
+  captions of held-out scenes, read back with `carevl.data.captions.caption_objects`.
+- Experts: pairwise accuracy against gold on held-out preference pairs whose captions the caption model
+  wrote (as at curation time), with ties counted as abstentions, and the agreement of every two experts
+  (the share of pairs on which both vote and vote alike).
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from carevl.config import ModelSpec, Resources
+from carevl.data.captions import caption_objects, object_counts, precision_recall, scene_objects
+from carevl.data.shapes import draw_scene, make_scene
+from carevl.data.synth import SynthSpec, item_rng, make_responses, make_task
+from carevl.models.backends.transformers import RewardScorer, VLMGenerator
+from carevl.prompts import caption_messages, expert_messages
+
+HELDOUT_STREAM = "kit-heldout"   # never used for training any role
+
+
+def heldout_scenes(seed: int, n: int, image_size: int = 64):
+    return [make_scene(item_rng(seed, i, HELDOUT_STREAM), image_size) for i in range(n)]
+
+
+def write_captions(folder: Path, scenes, batch_size: int = 32, max_new_tokens: int = 160) -> list[str]:
+    """Greedy captions of `scenes` by the caption model saved in `folder`."""
+    spec = ModelSpec(path=str(folder), kind="vlm", dtype="float32", max_length=512,
+                     resources=Resources(batch_size=batch_size))
+    generator = VLMGenerator(spec, folder.parent)
+    outputs = generator.generate([caption_messages()] * len(scenes), [draw_scene(s) for s in scenes],
+                                 temperature=0.0, max_new_tokens=max_new_tokens)
+    return [samples[0] for samples in outputs]
+
+
+def caption_competence(captions: list[str], scenes) -> dict:
+    """Object precision / recall of captions against their scenes."""
+    counts = [object_counts(caption_objects(c), scene_objects(s)) for c, s in zip(captions, scenes)]
+    precision, recall = precision_recall(counts)
+    return {"images": len(scenes), "precision": round(precision, 4), "recall": round(recall, 4)}
+
+
+def heldout_pairs(seed: int, scenes, captions: list[str]) -> list[dict]:
+    """Non-tied response pairs of one held-out item per scene, each with its model-written caption."""
+    spec = SynthSpec(judge_accuracy=None)
+    pairs = []
+    for index, (scene, caption) in enumerate(zip(scenes, captions)):
+        rng = item_rng(seed, index, HELDOUT_STREAM + "-questions")
+        task = make_task(rng, scene, spec.categories)
+        responses = make_responses(rng, scene, task, spec)
+        for a, b in itertools.combinations(responses, 2):
+            if a.gold != b.gold:
+                pairs.append({"caption": caption, "question": task.question, "a": a.text, "b": b.text,
+                              "gold": "A" if a.gold > b.gold else "B", "category": task.category})
+    return pairs
+
+
+def expert_votes(folder: Path, pairs: list[dict]) -> np.ndarray:
+    """One expert's votes on `pairs`: +1 for A, -1 for B, 0 for a tie (an abstention), shape (pairs,)."""
+    spec = ModelSpec(path=str(folder), kind="reward", dtype="float32", max_length=512,
+                     resources=Resources(batch_size=64))
+    scorer = RewardScorer(spec, folder.parent)
+    texts = [scorer.render(expert_messages(p["caption"], p["question"], p[side])) for p in pairs for side in "ab"]
+    scores = scorer.score(texts).reshape(len(pairs), 2)     # (pairs, [a, b])
+    return np.sign(scores[:, 0] - scores[:, 1])
+
+
+def expert_competence(votes: dict[str, np.ndarray], pairs: list[dict]) -> dict:
+    """Accuracy (abstentions excluded) of each expert and the agreement of every two experts."""
+    gold = np.array([1 if p["gold"] == "A" else -1 for p in pairs])
+    report = {"pairs": len(pairs), "accuracy": {}, "abstained": {}, "agreement": {}}
+    for name, v in votes.items():
+        voted = v != 0
+        report["accuracy"][name] = round(float((v[voted] == gold[voted]).mean()) if voted.any() else 0.0, 4)
+        report["abstained"][name] = int((~voted).sum())
+    for (x, vx), (y, vy) in itertools.combinations(votes.items(), 2):
+        both = (vx != 0) & (vy != 0)
+        report["agreement"][f"{x}|{y}"] = round(float((vx[both] == vy[both]).mean()) if both.any() else 0.0, 4)
+    return report
