@@ -33,6 +33,7 @@ from carevl.curation.summary import build_summary, empty_stats, merge_stats
 from carevl.curation.validate import ValidationContext
 from carevl.data.io import join, resolve
 from carevl.ray_utils import init_ray
+from carevl.planning import check_placement
 
 log = logging.getLogger("carevl.curation")
 
@@ -218,6 +219,7 @@ class _Progress:
 def run_curation(config: CarevlConfig, input_uri: str, run_dir: str) -> dict[str, Any]:
     """Curate `input_uri` into `run_dir` (resuming a previous run there); returns the summary."""
     check_config(config)
+    check_placement(config, "curate")  # fail in seconds when a model fits no node
     cur = config.curation
     init_ray(config)
     _claim_run_dir(run_dir, run_fingerprint(config, input_uri))

@@ -29,6 +29,7 @@ from carevl.config import CarevlConfig
 from carevl.data import io as dio
 from carevl.refine.critiques import ADDED_TYPES, CritiqueSampler, CritiqueScorer, as_table, with_columns
 from carevl.refine.negatives import select_pairs
+from carevl.planning import check_placement
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ def run_refine(config: CarevlConfig, input_uri: str, sft_model: str, output: str
     from carevl.curation.units import completed_units
     from carevl.ray_utils import init_ray
 
+    check_placement(config, "refine")  # fail in seconds when a model fits no node
     start = time.perf_counter()
     units = plan_units(input_uri, config.refine.unit_rows)
     done = set(completed_units(output))

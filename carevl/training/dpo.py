@@ -16,6 +16,7 @@ from carevl.data import io as dio
 from carevl.judge_format import judge_messages
 from carevl.training import common
 from carevl.training.examples import DPO_FEATURES, load_examples, prepare_examples
+from carevl.planning import check_placement
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ def run_dpo(config: CarevlConfig, input_uri: str, sft_model: str, output: str) -
 
     from carevl.ray_utils import init_ray
 
+    check_placement(config, "dpo")  # fail in seconds when a worker fits no node
     paths = common.TrainPaths.of(output)
     if common.is_complete(paths):
         log.info("DPO already complete in %s; nothing to do", paths.model)

@@ -17,6 +17,7 @@ from carevl.config import CarevlConfig
 from carevl.training import common
 from carevl.training.examples import SFT_FEATURES, load_examples, prepare_examples
 from carevl.training.sft_data import sft_conversation
+from carevl.planning import check_placement
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def run_sft(config: CarevlConfig, input_uri: str, output: str) -> dict[str, Any]
 
     from carevl.ray_utils import init_ray
 
+    check_placement(config, "sft")  # fail in seconds when a worker fits no node
     paths = common.TrainPaths.of(output)
     if common.is_complete(paths):
         log.info("SFT already complete in %s; nothing to do", paths.model)
