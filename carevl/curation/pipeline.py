@@ -32,8 +32,9 @@ from carevl.curation.strong_judge import StrongJudge
 from carevl.curation.summary import build_summary, empty_stats, merge_stats
 from carevl.curation.validate import ValidationContext
 from carevl.data.io import join, resolve
-from carevl.ray_utils import init_ray
+from carevl.metrics import record_curation
 from carevl.planning import check_placement
+from carevl.ray_utils import init_ray
 
 log = logging.getLogger("carevl.curation")
 
@@ -202,6 +203,7 @@ class _Progress:
         merge_stats(slot["stats"], stats)
         self.rows += receipt["rows"]
         self.pairs += sum(stats["pairs"].values())
+        record_curation(stats, self.pairs / max(time.monotonic() - self.start, 1e-9))
         if slot["rows"] > unit.rows:
             raise RuntimeError(f"unit {unit.unit_id}: {slot['rows']} rows written for {unit.rows} input rows")
         if slot["rows"] == unit.rows:
