@@ -92,7 +92,9 @@ def calibrate(config: CarevlConfig, nodes: list[NodeType], summary: dict[str, An
     plan = build_plan(config, nodes, counts, works)
     stage = plan["stages"]["curate"]
     cpus = sum(n.cpus * n.max_nodes for n in nodes)
-    est_hours = max(stage["wall_hours"], stage["cpu_hours"] / cpus if cpus else 0.0)
+    # CPU pools share the cores of their nodes (a pool's threads use cores other pools leave idle), so
+    # a CPU run takes its CPU-hours spread over every core; GPU pools are bound to their own devices.
+    est_hours = stage["wall_hours"] if stage["gpu_hours"] else stage["cpu_hours"] / cpus
     run = summary["run"]
     measured_s = run["seconds"]
     est_s = est_hours * 3600
