@@ -80,15 +80,21 @@ class LocalCluster:
                 f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
                 f"--min-worker-port={lo}", f"--max-worker-port={lo + 199}"]
 
-    def _ray_start(self, args: list[str], name: str, resources: dict) -> None:
-        temp_dir = os.path.join(self.root, name)
-        os.makedirs(temp_dir, exist_ok=True)
-        cmd = ["ray", "start", *args, *self._node_ports(), f"--temp-dir={temp_dir}", "--disable-usage-stats"]
-        done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=180)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
-        manager, metrics = self._last
-        self.nodes.append(Node(name, temp_dir, metrics, manager, resources))
+    def _ray_start(self, args: list[str], name: str, resources: dict, attempts: int = 3) -> None:
+        """`ray start` one node. `ray start` gives a raylet 30 s to register, which a machine busy with
+        other work can miss: the half-started node is then killed and started again on fresh ports."""
+        for attempt in range(attempts):
+            temp_dir = os.path.join(self.root, f"{name}.{attempt}")
+            os.makedirs(temp_dir, exist_ok=True)
+            cmd = ["ray", "start", *args, *self._node_ports(), f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+            done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                manager, metrics = self._last
+                self.nodes.append(Node(name, temp_dir, metrics, manager, resources))
+                return
+            for proc in self.processes(temp_dir):
+                proc.kill()
+        raise RuntimeError(f"{' '.join(cmd)} failed {attempts} times:\n{done.stdout}\n{done.stderr[-3000:]}")
 
     def start(self) -> "LocalCluster":
         try:
