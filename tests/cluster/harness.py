@@ -173,7 +173,8 @@ class LocalCluster:
         return "\n".join(texts)
 
     def stop(self) -> None:
-        for _ in range(3):
+        # Rounds until none is left: a dying raylet or agent may still start a child for a moment.
+        for _ in range(10):
             procs = self.processes()
             if not procs:
                 break
@@ -183,6 +184,7 @@ class LocalCluster:
                 except psutil.NoSuchProcess:
                     pass
             psutil.wait_procs(procs, timeout=10)
+            time.sleep(1)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> "LocalCluster":

@@ -41,7 +41,13 @@ def start_judge(cluster: LocalCluster, folder: Path, replicas: int = 2, timeout_
     (port,) = free_ports(1)
     path = folder / "judge_faults.yaml"
     path.write_text(yaml.safe_dump(serve_config(port, replicas)))
-    cluster.cli(["serve", "deploy", str(path), "--address", cluster.dashboard])
+    for attempt in range(3):
+        # On a busy machine Serve's first proxy can miss its start-up health check, which fails the
+        # deploy call; the controller is up by then and a second call goes through.
+        done = cluster.cli(["serve", "deploy", str(path), "--address", cluster.dashboard], check=attempt == 2)
+        if "Sent deploy request successfully" in done:
+            break
+        time.sleep(5)
     wait_running(cluster, replicas, timeout_s)
     return f"http://127.0.0.1:{port}"
 
