@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from carevl.config.base import GenerationSpec, HttpSpec, ModelSpec, Resources, StrictModel
+from carevl.config.planning import PlanningConfig
 from carevl.config.stages import (
     CandidateSource,
     CurationConfig,
@@ -36,6 +37,7 @@ __all__ = [
     "CarevlConfig", "ConfigError", "load_config", "DEFAULT_CONFIG", "ModelSpec", "Resources", "HttpSpec",
     "GenerationSpec", "CurationConfig", "StrongJudgeConfig", "CandidateSource", "InputLimits",
     "SFTStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
+    "PlanningConfig",
 ]
 
 
@@ -74,6 +76,7 @@ class CarevlConfig(StrictModel):
     dpo: TrainStageConfig = Field(default_factory=TrainStageConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    planning: PlanningConfig = Field(default_factory=PlanningConfig)
 
     @model_validator(mode="after")
     def _check_model_refs(self) -> "CarevlConfig":

@@ -30,6 +30,8 @@ from carevl.curation.validate import ValidationContext
 from carevl.data.io import join
 from carevl.models.backends import model_id
 from carevl.ray_utils import actor_threads, check_fits, group_resources, init_ray, pool_args
+from carevl.metrics import record_curation
+from carevl.planning import check_placement
 
 log = logging.getLogger("carevl.curation")
 
@@ -141,6 +143,7 @@ class _Progress:
         merge_stats(slot["stats"], stats)
         self.rows += receipt["rows"]
         self.pairs += sum(stats["pairs"].values())
+        record_curation(stats, self.pairs / max(time.monotonic() - self.start, 1e-9))
         if slot["rows"] > unit.rows:
             raise RuntimeError(f"unit {unit.unit_id}: {slot['rows']} rows written for {unit.rows} input rows")
         if slot["rows"] == unit.rows:
@@ -158,6 +161,7 @@ class _Progress:
 def run_curation(config: CarevlConfig, input_uri: str, run_dir: str) -> dict[str, Any]:
     """Curate `input_uri` into `run_dir` (resuming a previous run there); returns the summary."""
     check_config(config)
+    check_placement(config, "curate")  # fail in seconds when a model fits no node
     cur = config.curation
     init_ray(config)
     led = ledger.RunLedger(run_dir, "curation")

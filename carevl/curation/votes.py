@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import numpy as np
+
 
 Choice = Literal["A", "B"]
 Confidence = Literal["high", "low"]
@@ -49,6 +51,15 @@ def count_votes(scores_a: Sequence[float], scores_b: Sequence[float]) -> tuple[i
         raise ValueError(f"got {len(scores_a)} scores for A but {len(scores_b)} for B")
     votes = [expert_vote(a, b) for a, b in zip(scores_a, scores_b)]
     return votes.count("A"), votes.count("B")
+
+
+def count_votes_matrix(scores_a: np.ndarray, scores_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised `count_votes` for a whole run (the label audit): scores of shape (pairs, M) ->
+    (v_A, v_B), each of shape (pairs,). Ties abstain, as in `expert_vote` (paper 3.2)."""
+    scores_a, scores_b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if scores_a.shape != scores_b.shape or scores_a.ndim != 2:
+        raise ValueError(f"need two (pairs, M) arrays of one shape, got {scores_a.shape} and {scores_b.shape}")
+    return (scores_a > scores_b).sum(axis=1), (scores_b > scores_a).sum(axis=1)
 
 
 def majority(votes_a: int, votes_b: int, tau: int) -> Choice | None:

@@ -35,6 +35,7 @@ from carevl.models.specs import judge_spec
 from carevl.ray_utils import actor_threads, init_ray, pool_args
 from carevl.refine.critiques import ADDED_TYPES, CritiqueSampler, CritiqueScorer, as_table, with_columns
 from carevl.refine.negatives import select_pairs
+from carevl.planning import check_placement
 
 log = logging.getLogger(__name__)
 OUTPUT_CLASSES = ("dpo", "critiques")
@@ -176,6 +177,7 @@ def run_fingerprint(config: CarevlConfig, input_uri: str, sft_model: str) -> dic
 
 def run_refine(config: CarevlConfig, input_uri: str, sft_model: str, output: str) -> dict[str, Any]:
     """Refine the low-confidence pairs at `input_uri` with the SFT model into DPO rows at `output`."""
+    check_placement(config, "refine")  # fail in seconds when a model fits no node
     start = time.perf_counter()
     led = RunLedger(output, "refine")
     led.claim(run_fingerprint(config, input_uri, sft_model))

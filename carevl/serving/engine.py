@@ -29,6 +29,7 @@ from carevl.judge.rules import (
     winner_from_probability,
 )
 from carevl.judge_format import parse_explanation, parse_verdict
+from carevl.metrics import record_judge_batch, record_p_a
 from carevl.serving.schemas import JudgeRequest, JudgeResult, PairVerdict, RankRequest, RankResult
 
 
@@ -70,6 +71,7 @@ class JudgeEngine:
         """Run `fn` on all pairs at once; if that fails, run each group alone so errors stay local."""
         loop = asyncio.get_running_loop()
         flat = [p for g in groups for p in g]
+        record_judge_batch(len(flat))
         try:
             results = await loop.run_in_executor(self._executor, fn, _columns(flat))
         except Exception:  # noqa: BLE001 - isolated below; a real model fault fails every group again
@@ -128,6 +130,7 @@ class JudgeEngine:
                 outcome = None if shares[0] is None else SwapOutcome(winner_from_probability(shares[0]),
                                                                      shares[0], True)
             judgement, explanation = texts[0], parse_explanation(texts[0])
+        record_p_a(outcome.p_a if outcome else None)
         return JudgeResult(
             winner=outcome.winner if outcome else None, p_a=outcome.p_a if outcome else None,
             explanation=explanation, judgement=judgement, mode=mode, model=self.settings.model,

@@ -21,6 +21,7 @@ from carevl.judge.model import PromptTooLong, ReservedToken
 from carevl.judge_format import VERDICT_PREFIX
 from carevl.serving.engine import JudgeEngine
 from carevl.serving.inputs import decode_request_image, image_error_status
+from carevl.serving.observe import RequestMetrics
 from carevl.serving.schemas import (
     ErrorBody,
     FieldLimitError,
@@ -184,6 +185,7 @@ def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
     settings = engine.settings
     app = FastAPI(title="CAREVL judge", version="1")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # added last = outermost: counts every answer, 413s included
     _install_error_handlers(app)
     inputs = _Inputs(engine)
     auth = [Depends(_auth_dependency(api_token))]

@@ -32,6 +32,7 @@ from carevl import ledger
 from carevl.config import CarevlConfig
 from carevl.models.loading import load_vlm
 from carevl.models.specs import judge_spec
+from carevl.planning import check_placement
 from carevl.ray_utils import init_ray
 from carevl.training import common
 from carevl.training.examples import Builder, load_examples, prepare_examples
@@ -109,6 +110,7 @@ def run_training(config: CarevlConfig, recipe: Recipe, rows_uri: str, output: st
                  start_model: str | None = None, summary_extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `recipe` on the rows at `rows_uri` from `start_model` (None: the judge backbone) into
     `output`; resumes a killed run, returns the summary at once when the run already finished."""
+    check_placement(config, recipe.name)  # fail in seconds when a worker fits no node
     paths = common.TrainPaths.of(output)
     stage = getattr(config, recipe.name)
     # Fail on a bad `<stage>.trainer` key before any data or cluster work.

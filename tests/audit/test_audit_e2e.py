@@ -10,6 +10,7 @@ from carevl.curation.pipeline import run_curation
 from ray_jobs import audit as audit_job
 
 from tests.curation.conftest import synth_rows, tiny_overrides, write_jsonl
+from tests.jobs import job_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -21,7 +22,7 @@ def audited(ray_local, tmp_path_factory):
     items = write_jsonl(root / "items.jsonl", rows)
     config = load_config(overrides=tiny_overrides(unit_items=2))
     summary = run_curation(config, str(items), str(root / "run"))
-    code = audit_job.main(["--run", str(root / "run"), "--gold", str(items), "--output", str(root / "audit")])
+    code = job_status(audit_job.main, ["--run", str(root / "run"), "--gold", str(items), "--output", str(root / "audit")])
     report = json.loads((root / "audit" / "report.json").read_text())
     return dict(root=root, rows=rows, summary=summary, code=code, report=report, items=items)
 
@@ -74,7 +75,7 @@ def test_the_what_if_row_at_the_run_tau_reproduces_the_run(audited):
 def test_pairs_without_gold_are_counted(audited, tmp_path):
     """Gold for all but the first item: that item's pairs are counted as no_gold, not dropped."""
     partial = write_jsonl(tmp_path / "gold.jsonl", audited["rows"][1:])
-    code = audit_job.main(["--run", str(audited["root"] / "run"), "--gold", str(partial),
+    code = job_status(audit_job.main, ["--run", str(audited["root"] / "run"), "--gold", str(partial),
                            "--output", str(tmp_path / "audit")])
     report = json.loads((tmp_path / "audit" / "report.json").read_text())
     assert code == 0

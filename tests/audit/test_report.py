@@ -11,6 +11,7 @@ from carevl.audit.report import render_markdown
 from ray_jobs import audit as audit_job
 
 from tests.audit.conftest import EXPERTS, write_gold, write_run
+from tests.jobs import job_status
 
 
 def recount(rows: list[dict], items: list[dict], predict) -> tuple[int, int]:
@@ -123,7 +124,7 @@ def test_write_outputs(hand_run):
 
 def test_job_command_line(hand_run, capsys):
     out = hand_run["tmp"] / "cli"
-    code = audit_job.main(["--run", str(hand_run["run"]), "--gold", hand_run["gold"], "--output", str(out)])
+    code = job_status(audit_job.main, ["--run", str(hand_run["run"]), "--gold", hand_run["gold"], "--output", str(out)])
     printed = capsys.readouterr().out
     assert code == 0 and printed.startswith("label audit: judge ")
     assert (out / "report.md").is_file()
@@ -131,9 +132,9 @@ def test_job_command_line(hand_run, capsys):
 
 def test_job_errors_are_clear(hand_run, capsys):
     other = write_gold(hand_run["tmp"] / "other.jsonl", [{**hand_run["items"][0], "item_id": "elsewhere"}])
-    code = audit_job.main(["--run", str(hand_run["run"]), "--gold", other, "--output", str(hand_run["tmp"] / "x")])
+    code = job_status(audit_job.main, ["--run", str(hand_run["run"]), "--gold", other, "--output", str(hand_run["tmp"] / "x")])
     assert code == 2 and "labels none of the 120 curated pairs" in capsys.readouterr().err
-    code = audit_job.main(["--run", str(hand_run["tmp"]), "--gold", hand_run["gold"],
+    code = job_status(audit_job.main, ["--run", str(hand_run["tmp"]), "--gold", hand_run["gold"],
                            "--output", str(hand_run["tmp"] / "y")])
     assert code == 2 and "no summary.json" in capsys.readouterr().err
 

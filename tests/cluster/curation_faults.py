@@ -1,0 +1,164 @@
+"""Curation jobs on a local multi-node cluster under faults: a worker node's raylet SIGKILLed, an expert
+actor SIGKILLed, the driver SIGKILLed and the job submitted again, each measured for rows lost, rows
+duplicated and time. Shared by tests/cluster/test_curation_faults.py and benchmarks/cluster_faults.py.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tests.cluster.harness import REPO, LocalCluster
+from tests.curation.conftest import synth_rows, tiny_overrides, write_jsonl
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+@dataclass
+class FaultRun:
+    fault: str
+    attempts: int          # job submissions until one succeeded
+    rows_expected: int
+    rows_lost: int
+    rows_duplicated: int
+    seconds: float         # from the first submission to the successful end
+    quarantined: int = 0
+
+    def as_row(self) -> dict:
+        return self.__dict__.copy()
+
+
+def write_items(folder: Path, items: int, seed: int) -> tuple[Path, list[str]]:
+    """`items` synthetic items plus one malformed line (quarantined); returns (file, expected pair ids)."""
+    rows = synth_rows(items, seed=seed)
+    path = write_jsonl(folder / "items.jsonl", rows + ['{"item_id": "broken", "question": '])
+    return path, [f"{r['item_id']}:{j['a']}-{j['b']}" for r in rows for j in r["judgements"]]
+
+
+def curate_command(items: Path, run_dir: Path) -> list[str]:
+    cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
+    # One item per unit and per model call, so units finish one by one and a fault lands mid-run.
+    for override in tiny_overrides(unit_items=1) + ["models.vlm.resources.batch_size=1",
+                                                     "models.rm_llama.resources.batch_size=1"]:
+        cmd += ["--set", override]
+    return cmd
+
+
+def submit(cluster: LocalCluster, command: list[str], wait: bool) -> str:
+    """`ray job submit` (token auth on); returns the submission id (after the job ends when `wait`)."""
+    cli = ["ray", "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO)]
+    out = cluster.cli(cli + ([] if wait else ["--no-wait"]) + ["--"] + command, timeout_s=900, check=False)
+    ids = [w.strip("'\".,") for w in out.split() if w.strip("'\".,").startswith("raysubmit_")]
+    if not ids:
+        raise RuntimeError(f"no submission id in:\n{out[-3000:]}")
+    return ids[0]
+
+
+def status(cluster: LocalCluster, job_id: str) -> str:
+    out = cluster.cli(["ray", "job", "status", "--address", cluster.dashboard, job_id], check=False)
+    return next((s for s in TERMINAL + ("RUNNING", "PENDING") if s in out), "UNKNOWN")
+
+
+def wait_terminal(cluster: LocalCluster, job_id: str, timeout_s: float = 900) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = status(cluster, job_id)
+        if state in TERMINAL:
+            return state
+        time.sleep(2)
+    raise TimeoutError(f"job {job_id} not finished after {timeout_s}s")
+
+
+def finished_units(run_dir: Path) -> int:
+    folder = run_dir / "_units"
+    return len(list(folder.glob("*.json"))) if folder.exists() else 0
+
+
+def wait_for_units(cluster: LocalCluster, job_id: str, run_dir: Path, n: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while finished_units(run_dir) < n:
+        if status(cluster, job_id) in TERMINAL:
+            raise RuntimeError(f"job {job_id} ended before {n} units were finished")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{n} units not finished after {timeout_s}s")
+        time.sleep(0.5)
+
+
+def count_rows(run_dir: Path, expected: list[str]) -> tuple[int, int, int]:
+    """(rows lost, rows duplicated, rows quarantined) of a finished run."""
+    ids = [r for cls in ("high", "low") for f in sorted((run_dir / cls).glob("*.parquet"))
+           for r in pq.read_table(f, columns=["pair_id"]).column(0).to_pylist()]
+    counts = Counter(ids)
+    lost = sum(1 for p in expected if p not in counts)
+    duplicated = sum(n - 1 for n in counts.values() if n > 1) + sum(n for p, n in counts.items() if p not in set(expected))
+    quarantined = sum(pq.read_table(f).num_rows for f in (run_dir / "quarantine").glob("*.parquet"))
+    return lost, duplicated, quarantined
+
+
+def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path, expected: list[str],
+            first_state: str, start: float) -> FaultRun:
+    """Re-submit until the job succeeds (at most twice more), then count the rows."""
+    attempts, state = 1, first_state
+    while state != "SUCCEEDED" and attempts < 3:
+        attempts += 1
+        state = wait_terminal(cluster, submit(cluster, command, wait=True))
+    if state != "SUCCEEDED":
+        raise RuntimeError(f"{name}: curation did not succeed after {attempts} submissions")
+    lost, duplicated, quarantined = count_rows(run_dir, expected)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rows_conserved"], summary
+    return FaultRun(name, attempts, len(expected), lost, duplicated, round(time.monotonic() - start, 1), quarantined)
+
+
+def clean_run(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
+    start = time.monotonic()
+    command = curate_command(items, run_dir)
+    return _finish(cluster, "none", command, run_dir, expected,
+                   wait_terminal(cluster, submit(cluster, command, wait=False)), start)
+
+
+def raylet_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
+    """SIGKILL the raylet of the last worker node after the first finished unit; a new node joins."""
+    start = time.monotonic()
+    command = curate_command(items, run_dir)
+    job = submit(cluster, command, wait=False)
+    wait_for_units(cluster, job, run_dir, 1)
+    victim = cluster.nodes[-1]
+    cluster.kill_node(victim)
+    cluster.nodes.remove(victim)
+    cluster.add_worker(f"{victim.name}r")  # the autoscaler's replacement node
+    return _finish(cluster, "worker raylet SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
+
+
+def expert_actor_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
+    """SIGKILL the expert scorer's actor process after the first finished unit."""
+    start = time.monotonic()
+    command = curate_command(items, run_dir)
+    job = submit(cluster, command, wait=False)
+    wait_for_units(cluster, job, run_dir, 1)
+    actors = cluster.processes("ExpertScorer")
+    if not actors:
+        raise RuntimeError("no ExpertScorer actor process found")
+    actors[0].kill()
+    return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
+
+
+def driver_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
+    """SIGKILL the job's driver after the first finished unit, then `ray job submit` the same command."""
+    start = time.monotonic()
+    command = curate_command(items, run_dir)
+    job = submit(cluster, command, wait=False)
+    wait_for_units(cluster, job, run_dir, 1)
+    [driver] = [p for p in cluster.processes("ray_jobs.curate") if str(run_dir) in " ".join(p.cmdline())
+                and "job submit" not in " ".join(p.cmdline())]
+    driver.kill()
+    state = wait_terminal(cluster, job)
+    return _finish(cluster, "driver SIGKILL + resubmit", command, run_dir, expected,
+                   "FAILED" if state == "SUCCEEDED" else state, start)
+
+
+SCENARIOS = {"raylet": raylet_killed, "actor": expert_actor_killed, "driver": driver_killed}

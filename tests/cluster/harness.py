@@ -1,0 +1,194 @@
+"""A real multi-node Ray cluster on one machine: `ray start --head`, then `ray start --address` for each
+worker node, each node with its own ports, temp dir and resources; token authentication on.
+
+Every process the cluster starts carries a marker in its environment, so `stop()` (and the fault
+helpers) find and kill exactly this cluster's processes by pid, never another Ray on the machine.
+Used by the fault tests in tests/ and by benchmarks/cluster_faults.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+MARKER_ENV = "CAREVL_TEST_CLUSTER"
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@dataclass
+class Node:
+    name: str
+    temp_dir: str
+    metrics_port: int
+    node_manager_port: int
+    resources: dict
+
+
+@dataclass
+class LocalCluster:
+    """Head (no CPUs: only the GCS, dashboard and drivers) plus `workers` nodes of `worker_cpus` each."""
+
+    workers: int = 2
+    worker_cpus: float = 1.0
+    head_cpus: float = 0.0
+    env_extra: dict = field(default_factory=dict)
+    marker: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    nodes: list[Node] = field(default_factory=list)
+    root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cvc", dir="/tmp"))
+
+    def __post_init__(self):
+        self.gcs_port, self.dashboard_port, self.client_port = free_ports(3)
+        self.env = {**os.environ, MARKER_ENV: self.marker, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1",
+                    "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(REPO), **self.env_extra}
+        self.env.pop("RAY_ADDRESS", None)
+        self.env["RAY_TMPDIR"] = self.root
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def _node_ports(self) -> list[str]:
+        manager, objects, agent, agent_grpc, runtime_env, metrics = free_ports(6)
+        lo = 20000 + (manager % 200) * 200  # a private range of worker ports per node
+        self._last = (manager, metrics)
+        return [f"--node-manager-port={manager}", f"--object-manager-port={objects}",
+                f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+                f"--min-worker-port={lo}", f"--max-worker-port={lo + 199}"]
+
+    def _ray_start(self, args: list[str], name: str, resources: dict, attempts: int = 3) -> None:
+        """`ray start` one node. `ray start` gives a raylet 30 s to register, which a machine busy with
+        other work can miss: the half-started node is then killed and started again on fresh ports."""
+        for attempt in range(attempts):
+            temp_dir = os.path.join(self.root, f"{name}.{attempt}")
+            os.makedirs(temp_dir, exist_ok=True)
+            cmd = ["ray", "start", *args, *self._node_ports(), f"--temp-dir={temp_dir}", "--disable-usage-stats"]
+            done = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+            if done.returncode == 0:
+                manager, metrics = self._last
+                self.nodes.append(Node(name, temp_dir, metrics, manager, resources))
+                return
+            for proc in self.processes(temp_dir):
+                proc.kill()
+        raise RuntimeError(f"{' '.join(cmd)} failed {attempts} times:\n{done.stdout}\n{done.stderr[-3000:]}")
+
+    def start(self) -> "LocalCluster":
+        try:
+            self._ray_start(["--head", f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus:g}", "--num-gpus=0",
+                             f"--dashboard-port={self.dashboard_port}", "--dashboard-host=127.0.0.1",
+                             "--include-dashboard=true", f"--ray-client-server-port={self.client_port}"],
+                            "head", {"CPU": self.head_cpus})
+            for i in range(self.workers):
+                self.add_worker(f"worker{i}")
+            self.wait_for_nodes(1 + self.workers)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def add_worker(self, name: str) -> Node:
+        self._ray_start([f"--address={self.address}", f"--num-cpus={self.worker_cpus:g}", "--num-gpus=0"],
+                        name, {"CPU": self.worker_cpus})
+        return self.nodes[-1]
+
+    def processes(self, name_part: str | None = None) -> list[psutil.Process]:
+        """This cluster's processes (optionally those whose command line contains `name_part`)."""
+        found = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if proc.pid == os.getpid() or proc.environ().get(MARKER_ENV) != self.marker:
+                    continue
+                if name_part is None or name_part in " ".join(proc.info["cmdline"] or []):
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def raylet(self, node: Node) -> psutil.Process:
+        [proc] = [p for p in self.processes("raylet") if f"--node_manager_port={node.node_manager_port}"
+                  in " ".join(p.cmdline())]
+        return proc
+
+    def kill_node(self, node: Node) -> int:
+        """SIGKILL the raylet of `node` (its workers then die with it); returns the raylet's pid."""
+        raylet = self.raylet(node)
+        raylet.send_signal(signal.SIGKILL)
+        return raylet.pid
+
+    def alive_nodes(self) -> int:
+        import json
+
+        out = self.cli(["ray", "list", "nodes", "--address", self.dashboard, "--format", "json", "--limit", "100"])
+        return sum(1 for n in json.loads(out) if n.get("state") == "ALIVE")
+
+    def wait_for_nodes(self, n: int, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if self.alive_nodes() >= n:
+                    return
+            except RuntimeError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"{n} nodes not alive after {timeout_s}s")
+
+    def cli(self, cmd: list[str], timeout_s: float = 300, check: bool = True) -> str:
+        done = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        return done.stdout + done.stderr
+
+    def metrics_text(self) -> str:
+        """The Prometheus text of every node's metrics agent, concatenated."""
+        texts = []
+        for node in self.nodes:
+            try:
+                texts.append(httpx.get(f"http://127.0.0.1:{node.metrics_port}/metrics", timeout=10).text)
+            except httpx.HTTPError:
+                continue
+        return "\n".join(texts)
+
+    def stop(self) -> None:
+        # Rounds until none is left: a dying raylet or agent may still start a child for a moment.
+        for _ in range(10):
+            procs = self.processes()
+            if not procs:
+                break
+            for proc in procs:
+                try:
+                    proc.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(procs, timeout=10)
+            time.sleep(1)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,41 @@
+"""Curation on a real three-node Ray cluster (`ray start` head + two workers, token auth), submitted with
+`ray job submit`: a worker raylet SIGKILLed, an expert actor SIGKILLed, and the driver SIGKILLed then
+re-submitted each end with exactly one row per pair; the curation metrics reach Ray's metrics endpoint.
+Longer variants and the timing table: benchmarks/cluster_faults.py."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.cluster.curation_faults import SCENARIOS, write_items
+from tests.cluster.harness import LocalCluster
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster(model_cache_env):
+    with LocalCluster(workers=2, worker_cpus=1,
+                      env_extra={"RAY_metrics_report_interval_ms": "2000", **model_cache_env}) as c:
+        yield c
+
+
+@pytest.mark.parametrize("fault", ["raylet", "actor", "driver"])
+def test_exactly_one_row_per_pair_after_the_fault(cluster, fault, tmp_path):
+    items, expected = write_items(tmp_path, items=5, seed=21)
+    run = SCENARIOS[fault](cluster, items, tmp_path / "run", expected)
+    print(f"{run.fault}: {run.attempts} submission(s), {run.rows_lost} lost, {run.rows_duplicated} duplicated, "
+          f"{run.seconds}s")
+    assert (run.rows_lost, run.rows_duplicated) == (0, 0)
+    assert run.quarantined == 1  # the malformed line, once
+    if fault == "driver":
+        assert run.attempts == 2  # the killed submission, then the one that resumed
+
+
+def test_curation_metrics_reach_the_metrics_endpoint(cluster):
+    text = cluster.metrics_text()
+    pairs = re.findall(r'ray_carevl_curation_pairs_total\{[^}]*confidence="(high|low)"[^}]*\} ([0-9.]+)', text)
+    assert pairs and sum(float(v) for _, v in pairs) > 0
+    assert re.search(r'ray_carevl_curation_quarantined_rows_total\{[^}]*reason="invalid_json"', text)
+    assert re.search(r"ray_carevl_curation_pairs_per_second\{", text)
