@@ -24,7 +24,10 @@ demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m ray_jobs.pipeline --output $(RUN_DIR) --demo $(if $(VL_REWARDBENCH),--vl-rewardbench $(VL_REWARDBENCH))
 
 # The virtualenv's bin/ leads PATH, so tests that call the `ray` / `serve` CLIs find this environment's.
+# The tiny models are built and trained first (a few minutes once, then cached), so no test waits on
+# the build inside a Ray actor.
 test: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest
 
 test-fast: install

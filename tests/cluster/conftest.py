@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from carevl.config import load_config
-from carevl.models.tiny import build_tiny_models
+from carevl.models.tiny import EXPERT_ROLES, build_tiny_models
 
 
 @pytest.fixture(scope="session")
 def model_cache_env() -> dict[str, str]:
     cache = load_config().paths.model_cache_dir()
-    build_tiny_models(cache, ["vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm"])
+    build_tiny_models(cache, ["vlm_micro", *EXPERT_ROLES])
     return {"CAREVL_MODEL_CACHE": str(cache)}
