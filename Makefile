@@ -7,7 +7,7 @@ RUN_DIR ?= runs/demo
 # Optional: a VL-RewardBench data.jsonl to evaluate every judge on (see the README).
 VL_REWARDBENCH ?=
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast test-cluster clean
 
 # The stamp is rebuilt when pyproject.toml changes, so a second `make test` does not reinstall.
 $(VENV)/.carevl-installed: pyproject.toml
@@ -32,6 +32,11 @@ test: install
 
 test-fast: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest -m "not ray and not slow"
+
+# Fault injection on a local multi-process Ray cluster (raylet, actor, driver and replica kills).
+test-cluster: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
+	CAREVL_CLUSTER_TESTS=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests/cluster
 
 clean:
 	rm -rf runs .pytest_cache
