@@ -1,6 +1,7 @@
 """Build and train the tiny local models a config refers to (`tiny:<role>` paths) into the model cache.
 
-    python -m ray_jobs.prepare_models [--config FILE] [--set k=v ...] [--roles vlm ...] [--all] [--no-report]
+    python -m ray_jobs.prepare_models [--config FILE] [--set k=v ...] [--roles vlm ...] [--all] [--processes N]
+        [--no-report]
 
 Prints one `ROLE<TAB>FOLDER` line per role on stdout (progress goes to stderr), so scripts can find
 the models, then what the trained roles reached on held-out synthetic data: the caption model's object
@@ -13,13 +14,15 @@ import argparse
 
 from carevl.cli import Job, JobArgs, run_job
 from carevl.models.competence import kit_report
-from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, ROLES, build_tiny_models, tiny_roles
+from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, ROLES, build_tiny_models_parallel, tiny_roles
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roles", nargs="+", default=[], choices=ROLES, metavar="ROLE",
                         help=f"extra roles to build besides the config's tiny models ({', '.join(ROLES)})")
     parser.add_argument("--all", action="store_true", help="build every known role")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="build roles in this many processes side by side (default: min(2, CPU cores))")
     parser.add_argument("--no-report", action="store_true", help="skip measuring the trained roles")
 
 
@@ -37,7 +40,7 @@ def report_lines(report: dict) -> list[str]:
 def _run(args: JobArgs) -> dict:
     roles = list(ROLES) if args.extra.all else tiny_roles(args.config) + args.extra.roles
     cache = args.config.paths.model_cache_dir()
-    folders = build_tiny_models(cache, roles)
+    folders = build_tiny_models_parallel(cache, roles, processes=args.extra.processes)
     for role, folder in folders.items():
         print(f"{role}\t{folder}", flush=True)
     if not args.extra.no_report and {CAPTION_ROLE, *EXPERT_ROLES} <= set(folders):

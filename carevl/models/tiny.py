@@ -24,9 +24,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import torch
 
 from carevl.models.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
 
@@ -35,6 +40,8 @@ MARKER = "carevl_tiny_model.json"
 CAPTION_ROLE = "vlm_micro"
 EXPERT_ROLES = ("rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3")
 ROLES = ("vlm", CAPTION_ROLE, *EXPERT_ROLES, "scorer")
+# Relative build cost of each role (single-thread seconds, measured), used to balance parallel builds.
+BUILD_COST = {"vlm": 30, CAPTION_ROLE: 300, **{role: 75 for role in EXPERT_ROLES}, "scorer": 25}
 
 
 def read_marker(folder: Path) -> dict:
@@ -100,6 +107,44 @@ def build_tiny_models(model_cache: Path, roles: list[str] | None = None, recipe:
                 _build_role(role, folder, sources, recipe)
         folders[role] = folder
     return folders
+
+
+def plan_groups(roles: list[str], processes: int) -> list[list[str]]:
+    """Split `roles` into at most `processes` groups of about equal build cost (largest first, each to
+    the lightest group); empty groups are dropped, and each group keeps the order of `roles`."""
+    groups: list[list[str]] = [[] for _ in range(max(1, processes))]
+    loads = [0] * len(groups)
+    for role in sorted(roles, key=lambda r: -BUILD_COST.get(r, 1)):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(role)
+        loads[lightest] += BUILD_COST.get(role, 1)
+    return [sorted(g, key=roles.index) for g in groups if g]
+
+
+def _build_group(model_cache: str, roles: list[str], recipe: str, threads: int) -> dict[str, Path]:
+    torch.set_num_threads(threads)
+    return build_tiny_models(Path(model_cache), roles, recipe)
+
+
+def build_tiny_models_parallel(model_cache: Path, roles: list[str] | None = None, recipe: str = "full",
+                               processes: int | None = None) -> dict[str, Path]:
+    """`build_tiny_models` with the missing roles spread over `processes` worker processes (default:
+    one per CPU core, at most two), each on an equal share of the cores. Micro models use threads
+    poorly, so two single-thread builds side by side finish sooner than one two-thread build after
+    another. Each process builds its roles exactly as the serial path does."""
+    model_cache = Path(model_cache).expanduser()
+    roles = list(ROLES) if roles is None else list(dict.fromkeys(roles))
+    cores = os.cpu_count() or 1
+    processes = min(2, cores) if processes is None else processes
+    missing = [r for r in roles if r in ROLES and not is_built(model_cache / r, r, recipe)]
+    groups = plan_groups(missing, processes)
+    if len(groups) > 1:
+        model_cache.mkdir(parents=True, exist_ok=True)
+        threads = max(1, cores // len(groups))
+        with ProcessPoolExecutor(len(groups), mp_context=multiprocessing.get_context("spawn")) as pool:
+            for future in [pool.submit(_build_group, str(model_cache), g, recipe, threads) for g in groups]:
+                future.result()
+    return build_tiny_models(model_cache, roles, recipe)
 
 
 def tiny_roles(config) -> list[str]:

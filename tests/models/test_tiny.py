@@ -49,6 +49,29 @@ def test_second_build_rewrites_nothing(tmp_path):
     assert {role: _snapshot(folder) for role, folder in second.items()} == before
 
 
+def test_parallel_groups_balance_the_cost_and_cover_every_role():
+    roles = list(tiny.ROLES)
+    groups = tiny.plan_groups(roles, 2)
+    assert sorted(r for g in groups for r in g) == sorted(roles)
+    assert len(groups) == 2 and ["vlm_micro"] in [g[:1] for g in groups]
+    loads = [sum(tiny.BUILD_COST[r] for r in g) for g in groups]
+    assert max(loads) - min(loads) <= max(tiny.BUILD_COST.values())
+    assert tiny.plan_groups(["rm_llama"], 2) == [["rm_llama"]]
+    assert tiny.plan_groups(roles, 1) == [roles]
+
+
+def test_parallel_build_gives_the_serial_folders(tmp_path):
+    roles = ["rm_llama", "rm_qwen3"]
+    folders = tiny.build_tiny_models_parallel(tmp_path / "p", roles, recipe="quick", processes=2)
+    serial = tiny.build_tiny_models(tmp_path / "s", roles, recipe="quick")
+    for role in roles:
+        assert tiny.is_built(folders[role], role, "quick")
+        a = AutoModelForSequenceClassification.from_pretrained(folders[role]).state_dict()
+        b = AutoModelForSequenceClassification.from_pretrained(serial[role]).state_dict()
+        assert a.keys() == b.keys()
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
 def test_folder_without_marker_is_rebuilt(tmp_path):
     folder = tiny.build_tiny_models(tmp_path, ["rm_qwen2"], recipe="quick")["rm_qwen2"]
     (folder / tiny.MARKER).unlink()  # as if the build was killed before finishing
