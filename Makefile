@@ -7,7 +7,7 @@ RUN_DIR ?= runs/demo
 # Optional: a VL-RewardBench data.jsonl to evaluate every judge on (see the README).
 VL_REWARDBENCH ?=
 
-.PHONY: install demo test test-fast test-vllm clean
+.PHONY: install demo test test-fast test-vllm test-cluster clean
 
 # The stamp is rebuilt when pyproject.toml changes, so a second `make test` does not reinstall.
 $(VENV)/.carevl-installed: pyproject.toml
@@ -24,7 +24,10 @@ demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m ray_jobs.pipeline --output $(RUN_DIR) --demo $(if $(VL_REWARDBENCH),--vl-rewardbench $(VL_REWARDBENCH))
 
 # The virtualenv's bin/ leads PATH, so tests that call the `ray` / `serve` CLIs find this environment's.
+# The tiny models are built and trained first (a few minutes once, then cached), so no test waits on
+# the build inside a Ray actor.
 test: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest
 
 test-fast: install
@@ -57,6 +60,11 @@ test-vllm: $(VLLM_VENV)/.carevl-installed
 	PATH="$(abspath $(VLLM_VENV))/bin:$$PATH" VLLM_CPU_OMP_THREADS_BIND=$(VLLM_CPU_OMP_THREADS_BIND) \
 	    VLLM_CPU_NUM_OF_RESERVED_CPU=0 \
 	    $(VLLM_PYTHON) -m pytest -m vllm
+
+# Fault injection on a local multi-process Ray cluster (raylet, actor, driver and replica kills).
+test-cluster: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
+	CAREVL_CLUSTER_TESTS=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests/cluster
 
 clean:
 	rm -rf runs .pytest_cache

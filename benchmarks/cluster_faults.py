@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from carevl.config import load_config  # noqa: E402
-from carevl.models.tiny import build_tiny_models  # noqa: E402
+from carevl.models.tiny import EXPERT_ROLES, build_tiny_models  # noqa: E402
 from tests.cluster.curation_faults import SCENARIOS, clean_run, write_items  # noqa: E402
 from tests.cluster.harness import LocalCluster  # noqa: E402
 from tests.cluster.judge_faults import (  # noqa: E402
@@ -115,7 +115,7 @@ def main() -> None:
     args = parser.parse_args()
     os.nice(10)
     cache = load_config().paths.model_cache_dir()
-    build_tiny_models(cache, ["vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm"])
+    build_tiny_models(cache, ["vlm_micro", *EXPERT_ROLES])
     env = {"CAREVL_MODEL_CACHE": str(cache), "RAY_metrics_report_interval_ms": "2000", TOKEN_ENV: TOKEN}
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

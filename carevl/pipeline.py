@@ -1,7 +1,8 @@
 """The whole CAREVL flow in one run folder (Algorithm 1 end to end):
 
-    models -> synthetic items -> curate (paper 3.1-3.2) -> train_sft (3.3) -> refine (3.4-3.5)
-           -> train_dpo (3.6) -> evaluate (4.1), before and after each training stage
+    models -> synthetic items -> curate (paper 3.1-3.2) -> audit the labels against the synthetic gold
+           -> train_sft (3.3) -> refine (3.4-3.5) -> train_dpo (3.6) -> evaluate (4.1), before and after
+              each training stage
 
 Each stage runs as its own job process (`python -m ray_jobs.<stage>`), exactly as a user would chain
 them, with the same `--config` / `--set` flags. Each stage's output folder keeps a run-ledger record
@@ -26,6 +27,7 @@ from typing import Iterator
 import ray
 
 from carevl import ledger
+from carevl.audit.report import format_headline, headline
 from carevl.config import CarevlConfig, load_config
 from carevl.ray_utils import init_ray
 
@@ -36,6 +38,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "ray_jobs.prepare_models": ("models",),
     "ray_jobs.synth_data": (),
     "ray_jobs.curate": ("seed", "models", "curation"),
+    "ray_jobs.audit": ("seed", "models", "curation"),
     "ray_jobs.train_sft": ("seed", "models", "curation", "sft"),
     "ray_jobs.refine": ("seed", "models", "curation", "sft", "refine"),
     "ray_jobs.train_dpo": ("seed", "models", "curation", "sft", "refine", "dpo"),
@@ -60,6 +63,7 @@ class PipelineOptions:
     items: int = 40
     eval_items: int = 64
     seed: int = 0
+    judge_accuracy: float = 0.75    # how often the synthetic strong judge's shipped verdict is right
     base_judge: str = "vlm"         # the untrained judge: a key in `models`, evaluated before training
     vl_rewardbench: Path | None = None
     vl_rewardbench_limit: int = 100
@@ -95,10 +99,11 @@ def plan_stages(opts: PipelineOptions) -> list[Stage]:
     stages = [
         Stage("prepare_models", "ray_jobs.prepare_models", run / "models"),
         Stage("synth_data", "ray_jobs.synth_data", data / "items",
-              ["--items", str(opts.items), "--seed", str(opts.seed)]),
+              ["--items", str(opts.items), "--seed", str(opts.seed), "--judge-accuracy", str(opts.judge_accuracy)]),
         Stage("synth_eval", "ray_jobs.synth_data", data / "eval",
               ["--eval-pairs", str(opts.eval_items), "--seed", str(opts.seed + 1)]),
         Stage("curate", "ray_jobs.curate", cur, ["--input", str(data / "items")]),
+        Stage("audit", "ray_jobs.audit", run / "audit", ["--run", str(cur), "--gold", str(data / "items")]),
         Stage("train_sft", "ray_jobs.train_sft", run / "sft", ["--input", str(cur / "high")]),
         Stage("refine", "ray_jobs.refine", run / "refine",
               ["--input", str(cur / "low"), "--model", str(sft_model)]),
@@ -205,12 +210,14 @@ def _read_json(path: Path) -> dict:
 def collect_summary(run: Path) -> dict:
     """Counts per confidence class, DPO pairs built, training losses and metrics before/after training."""
     curation = _read_json(run / "curation" / "summary.json")
+    audit = _read_json(run / "audit" / "report.json")
     refine = _read_json(run / "refine" / "summary.json")
     evals = {}
     for report in sorted((run / "eval").glob("*/report.json")):
         evals[report.parent.name] = eval_digest(_read_json(report))
     return {
         "curation": {k: curation.get(k) for k in ("input_rows", "quarantined_items", "pairs", "low_reasons") if k in curation},
+        "audit": headline(audit) if audit else {},
         "refine": {k: v for k, v in refine.items() if k in ("input_pairs", "dpo_rows", "used_pairs", "skipped", "score_status")},
         "sft": _read_json(run / "sft" / "summary.json"),
         "dpo": _read_json(run / "dpo" / "summary.json"),
@@ -229,8 +236,22 @@ def eval_digest(report: dict) -> dict:
     return digest
 
 
+def judge_headline(evaluation: dict) -> str | None:
+    """'judge on held-out synthetic pairs: base 0.000 -> SFT 0.512 -> DPO 0.520 (position consistency
+    ...)': the synthetic verdict-mode accuracy (swap check, a tie counts as wrong) before and after."""
+    steps = [(label, evaluation.get(f"synthetic_{key}")) for key, label in (("base", "base"), ("sft", "SFT"),
+                                                                               ("dpo", "DPO"))]
+    steps = [(label, m) for label, m in steps if m and m.get("overall") is not None]
+    if not steps:
+        return None
+    accuracy = " -> ".join(f"{label} {m['overall']:.3f}" for label, m in steps)
+    consistency = ", ".join(f"{label} {m['position_consistency']:.2f}" for label, m in steps
+                            if m.get("position_consistency") is not None)
+    return f"judge on held-out synthetic pairs: {accuracy} (position consistency {consistency})"
+
+
 def format_summary(summary: dict) -> str:
-    """A readable end-of-run report."""
+    """A readable end-of-run report: what each stage did, then the two headlines."""
     lines = ["", "=== CAREVL pipeline summary"]
     for section in ("curation", "refine", "sft", "dpo"):
         if summary.get(section):
@@ -239,4 +260,9 @@ def format_summary(summary: dict) -> str:
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in flat.items()}
         lines.append(f"{'eval':>10}: {name}: {json.dumps(shown, default=str)}")
+    if summary.get("audit"):
+        lines.append(format_headline(summary["audit"]))
+    judge = judge_headline(summary.get("evaluation", {}))
+    if judge:
+        lines.append(judge)
     return "\n".join(lines)

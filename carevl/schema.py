@@ -28,6 +28,8 @@ ITEM_SCHEMA = pa.schema([
     # Synthetic data only: a known quality per response (higher is better) for held-out evaluation.
     ("gold_scores", pa.list_(pa.float64())),
     ("category", pa.string()),
+    # Optional: a description of the image shipped with the data (`curation.caption_backend: column`).
+    ("caption", pa.string()),
 ])
 
 ITEM_REQUIRED = ("item_id", "question")

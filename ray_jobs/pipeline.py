@@ -22,6 +22,8 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--items", type=int, default=DEFAULTS.items, help="synthetic training items")
     parser.add_argument("--eval-items", type=int, default=DEFAULTS.eval_items,
                         help="held-out synthetic evaluation pairs")
+    parser.add_argument("--judge-accuracy", type=float, default=DEFAULTS.judge_accuracy,
+                        help="how often the synthetic strong judge is right (default: %(default)s)")
     parser.add_argument("--vl-rewardbench", default=None, metavar="FILE",
                         help="VL-RewardBench data.jsonl (or its parquet) to evaluate every judge on; "
                              "text-only without images")
@@ -36,7 +38,7 @@ def _run(args: JobArgs) -> dict:
         raise FileNotFoundError(f"--vl-rewardbench {x.vl_rewardbench}: no such file")
     config_args = ["--config", x.config] + [a for s in x.overrides for a in ("--set", s)]
     opts = PipelineOptions(run_dir=Path(args.output), config_args=config_args, items=x.items,
-                           eval_items=x.eval_items, seed=args.config.seed,
+                           eval_items=x.eval_items, seed=args.config.seed, judge_accuracy=x.judge_accuracy,
                            base_judge=args.config.sft.judge_model,
                            vl_rewardbench=Path(x.vl_rewardbench).resolve() if x.vl_rewardbench else None,
                            vl_rewardbench_limit=x.vl_rewardbench_limit)

@@ -17,6 +17,7 @@ class InputLimits(StrictModel):
     max_question_chars: int = Field(8_000, ge=1)
     max_response_chars: int = Field(16_000, ge=1)
     max_responses: int = Field(16, ge=2)
+    max_caption_chars: int = Field(16_000, ge=1)
 
 
 class CandidateSource(StrictModel):
@@ -43,7 +44,10 @@ class StrongJudgeConfig(StrictModel):
 class CurationConfig(StrictModel):
     """Paper 3.1-3.2: candidates, captions, strong-judge verdicts, expert votes, confidence split."""
 
-    caption_model: str
+    caption_backend: Literal["model", "column"] = Field(
+        "model", description="model: `caption_model` describes each unique image; column: the items' own "
+        "`caption` column (datasets that ship captions), a row without one is quarantined")
+    caption_model: str | None = Field(None, description="key in `models` (caption_backend model)")
     experts: list[str] = Field(min_length=1)
     tau: int | None = Field(None, description="vote threshold; default M-1 (paper 3.2)")
     candidates: list[CandidateSource] = Field(default_factory=list)
@@ -61,6 +65,12 @@ class CurationConfig(StrictModel):
     @property
     def effective_tau(self) -> int:
         return self.tau if self.tau is not None else len(self.experts) - 1
+
+    @model_validator(mode="after")
+    def _need_caption_model(self) -> "CurationConfig":
+        if self.caption_backend == "model" and not self.caption_model:
+            raise ValueError("curation.caption_backend 'model' needs curation.caption_model")
+        return self
 
     @model_validator(mode="after")
     def _check_tau(self) -> "CurationConfig":
@@ -97,6 +107,8 @@ class TrainStageConfig(StrictModel):
 
 class SFTStage(TrainStageConfig):
     judge_model: str = Field(description="key in `models`: the LVLM backbone to fine-tune")
+    both_orders: bool = Field(False, description="train every pair in both A/B orders (twice the examples) "
+                              "instead of one seeded order; the paper trains each pair once")
 
 
 class RefineConfig(StrictModel):

@@ -70,7 +70,8 @@ def _unit_outputs(items: list[dict[str, Any]], experts: Sequence[str], tau: int)
         for name in experts:
             _bump(stats["expert_forward_rows"], name, item.get(f"{SCORED_PREFIX}{name}") or 0)
         stats["unique_responses"] += len(distinct_indices(item["responses"]))
-        _bump(stats["captions"], "generated" if item.get("caption_new") else "reused")
+        _bump(stats["captions"], "from_column" if "caption_new" not in item
+              else "generated" if item["caption_new"] else "reused")
         stats["judge_cache_hits"] += item.get("judge_cached") or 0
     return out, stats
 

@@ -88,10 +88,11 @@ def build_dataset(config: CarevlConfig, todo: list[ledger.WorkUnit], ctx: Valida
     if ctx.has_candidates:
         ds = ds.map_batches(_check_candidates, fn_kwargs=dict(limits=cur.limits, judge_from_column=ctx.judge_from_column),
                             **light)
-    spec = models[cur.caption_model]
-    ds = ds.map_batches(Captioner, fn_constructor_kwargs=dict(spec=spec, store_root=caption_store,
-                                                              seed=config.seed, **common),
-                        **pool(spec.resources, spec.backend))
+    if cur.caption_backend == "model":   # with "column", each validated row already carries its caption
+        spec = models[cur.caption_model]
+        ds = ds.map_batches(Captioner, fn_constructor_kwargs=dict(spec=spec, store_root=caption_store,
+                                                                  seed=config.seed, **common),
+                            **pool(spec.resources, spec.backend))
     if cur.strong_judge.backend != "column":
         spec = models[cur.strong_judge.model]
         ds = ds.map_batches(StrongJudge, fn_constructor_kwargs=dict(spec=spec, seed=config.seed, **common),
@@ -113,10 +114,10 @@ def run_fingerprint(config: CarevlConfig, input_uri: str) -> dict[str, Any]:
     """What must not change between a run and its resumption: input, curation settings, models used
     (resources and HTTP settings excluded: they change how fast, not what), code version."""
     cur = config.curation
-    used = {cur.caption_model, *cur.experts, *(c.model for c in cur.candidates)}
-    if cur.strong_judge.model:
-        used.add(cur.strong_judge.model)
+    captioner = cur.caption_model if cur.caption_backend == "model" else None
+    used = {captioner, *cur.experts, *(c.model for c in cur.candidates), cur.strong_judge.model} - {None}
     keep = {"unit_items": cur.unit_items, "tau": cur.effective_tau, "experts": cur.experts,
+            "captions": cur.caption_backend,
             "judge": cur.strong_judge.backend, "candidates": [c.model_dump() for c in cur.candidates],
             "models": {m: config.models[m].model_dump(exclude={"resources", "http"}) for m in sorted(used)},
             "limits": cur.limits.model_dump(), "allow_remote_images": cur.allow_remote_images, "seed": config.seed}
@@ -182,6 +183,7 @@ def run_curation(config: CarevlConfig, input_uri: str, run_dir: str) -> dict[str
     needs_candidates = bool(cur.candidates) and any(s.without_responses for s in scans)
     ctx = ValidationContext(limits=cur.limits, has_candidates=needs_candidates,
                             judge_from_column=cur.strong_judge.backend == "column",
+                            captions_from_column=cur.caption_backend == "column",
                             allow_remote_images=cur.allow_remote_images, first_row=U.duplicate_first_rows(scans))
     progress = _Progress({u.unit_id: u for u in todo}, cur.progress_interval_s)
     if todo:
@@ -204,7 +206,9 @@ def _finish(config: CarevlConfig, led: ledger.RunLedger, units: list[ledger.Work
     for manifest in led.completed_units().values():
         merge_stats(stats, manifest["stats"])
     seconds = time.monotonic() - progress.start
-    used = {"caption_model": cur.caption_model, **{f"expert:{e}": e for e in cur.experts}}
+    used = {f"expert:{e}": e for e in cur.experts}
+    if cur.caption_model and cur.caption_backend == "model":
+        used["caption_model"] = cur.caption_model
     if with_candidates:
         used.update({f"candidate:{c.model}": c.model for c in cur.candidates})
     if cur.strong_judge.model:

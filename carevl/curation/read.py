@@ -15,7 +15,7 @@ from carevl.curation.validate import ValidationContext, row_json, validate_row
 
 ITEM_COLUMNS = ("unit_id", "row_index", "reason", "row_json", "item_id", "image_path", "image_bytes",
                 "image_key", "question", "category", "responses", "response_models", "needs_candidates",
-                "pairs_a", "pairs_b", "judge_choices", "judge_explanations", "judge_statuses")
+                "pairs_a", "pairs_b", "judge_choices", "judge_explanations", "judge_statuses", "caption")
 
 
 def _quarantine_row(raw: dict[str, Any], reason: str, ctx: ValidationContext) -> dict[str, Any]:

@@ -31,6 +31,8 @@ EMPTY_RESPONSE = "empty_response"
 TOO_MANY_RESPONSES = "too_many_responses"
 NO_RESPONSES = "no_responses"
 TOO_FEW_DISTINCT = "too_few_distinct_responses"
+CAPTION_MISSING = "caption_missing"
+CAPTION_TOO_LONG = "caption_too_long"
 
 
 def wrong_type(column: str) -> str:
@@ -51,6 +53,7 @@ class ValidationContext:
     has_candidates: bool = False
     judge_from_column: bool = True
     allow_remote_images: bool = False
+    captions_from_column: bool = False     # `curation.caption_backend: column`: each row brings its caption
     first_row: dict[int, int] = field(default_factory=dict)
 
 
@@ -80,7 +83,7 @@ def _check_types(row: dict[str, Any]) -> None:
     item_id = row.get("item_id")
     if item_id is None or (isinstance(item_id, str) and not item_id.strip()):
         raise Rejected(MISSING_ITEM_ID)
-    for name in ("item_id", "question", "category", "image_path"):
+    for name in ("item_id", "question", "category", "image_path", "caption"):
         if row.get(name) is not None and not isinstance(row[name], str):
             raise Rejected(wrong_type(name))
     if row.get("image_bytes") is not None and not isinstance(row["image_bytes"], (bytes, bytearray)):
@@ -112,6 +115,15 @@ def _check_text(row: dict[str, Any], ctx: ValidationContext) -> bool:
         return True
     check_responses(responses, ctx.limits)
     return False
+
+
+def _check_caption(row: dict[str, Any], ctx: ValidationContext) -> None:
+    """A shipped caption is required with the column caption backend, and bounded like any text."""
+    caption = row.get("caption")
+    if ctx.captions_from_column and (caption is None or not caption.strip()):
+        raise Rejected(CAPTION_MISSING)
+    if caption is not None and len(caption) > ctx.limits.max_caption_chars:
+        raise Rejected(CAPTION_TOO_LONG)
 
 
 def check_responses(responses: list[str], limits: InputLimits) -> None:
@@ -152,6 +164,7 @@ def validate_row(raw: dict[str, Any], index: int, ctx: ValidationContext) -> tup
         if ctx.first_row.get(id_hash(row["item_id"]), index) != index:
             raise Rejected(DUPLICATE_ITEM_ID)
         needs_candidates = _check_text(row, ctx)
+        _check_caption(row, ctx)
         load_image(row.get("image_path"), row.get("image_bytes"), ctx.limits,
                    allow_remote=ctx.allow_remote_images)
         row["image_key"] = image_key(row.get("image_path"), row.get("image_bytes"))

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from carevl.data import io as dio
+from carevl.data.captions import grid_caption
 from carevl.data.images import encode_data_url, encode_png
 from carevl.data.shapes import (  # noqa: F401 - re-exported: the scene vocabulary
     BACKGROUND, COLORS, GRID, MAX_SHAPES, SHAPES, Scene, Shape, cell_box, draw_scene, make_scene,
@@ -61,6 +62,7 @@ class SynthSpec:
     verbose_rate: float = 0.3
     judge_accuracy: float | None = 0.8
     with_responses: bool = True
+    with_captions: bool = False        # ship each image's true grid caption (`caption` column)
     categories: tuple[str, ...] = CATEGORIES
 
     def __post_init__(self) -> None:
@@ -309,7 +311,7 @@ def make_item(seed: int, index: int, spec: SynthSpec = SynthSpec(), stream: str 
         "item_id": f"synth-{seed}-{index:09d}", "image_path": None,
         "image_bytes": encode_png(draw_scene(scene)), "question": task.question,
         "responses": None, "response_models": None, "judgements": None, "gold_scores": None,
-        "category": task.category,
+        "category": task.category, "caption": grid_caption(scene) if spec.with_captions else None,
     }
     if spec.with_responses:
         responses = make_responses(rng, scene, task, spec)

@@ -118,6 +118,9 @@ def pairwise_metrics(
 
     - "with_tie": every item; the three-way prediction (`tie_prediction`) against labels A/B/tie.
     - "without_tie": tie-labelled items left out; the judge's plain A/B verdict against the label.
+    - "swap_checked": tie-labelled items left out; the three-way prediction against the label, so a judge
+      whose verdict flips with the answer order (a swap tie) is wrong. A judge that always names the
+      same position scores 0 here, where "without_tie" gives it about one half.
     "average" is the mean of the category accuracies (Table 2's Avg. column); "overall" is over items.
     """
     n = len(ids)
@@ -130,10 +133,13 @@ def pairwise_metrics(
     without_tie = accuracy_summary(
         [ids[i] for i in keep], [categories[i] for i in keep],
         [is_correct(verdicts[i], labels[i]) for i in keep], names)
+    swap_checked = accuracy_summary(
+        [ids[i] for i in keep], [categories[i] for i in keep],
+        [is_correct(tie_predictions[i], labels[i]) for i in keep], names)
     return {
         setting: {"per_category": s["per_category"], "average": s["macro"], "overall": s["overall"],
                   "n_items": s["n_items"], "n_items_total": s["n_items_total"]}
-        for setting, s in (("with_tie", with_tie), ("without_tie", without_tie))
+        for setting, s in (("with_tie", with_tie), ("without_tie", without_tie), ("swap_checked", swap_checked))
     }
 
 

@@ -89,9 +89,10 @@ def benchmark_metrics(benchmark: str, records: list[dict[str, Any]]) -> dict[str
     metrics = pairwise_metrics(ids, cats, _column(records, "label"), _column(records, "tie_prediction"),
                                _column(records, "verdict"))
     if benchmark == "synthetic":
-        # Headline numbers for held-out synthetic pairs: the plain A/B accuracy on pairs with a preference.
-        metrics["overall"] = metrics["without_tie"]["overall"]
-        metrics["macro"] = metrics["without_tie"]["average"]
+        # Headline numbers for held-out synthetic pairs with a preference: the verdict must name the better
+        # answer in both orders (a swap tie counts as wrong), so position bias cannot pass for skill.
+        metrics["overall"] = metrics["swap_checked"]["overall"]
+        metrics["macro"] = metrics["swap_checked"]["average"]
     return metrics
 
 
@@ -190,9 +191,9 @@ def _metric_tables(report: dict[str, Any], reference: list[dict[str, Any]], ref_
                 "", *_table(["model", *cols], rows)]
     if benchmark in ("pairwise", "synthetic"):
         lines = [] if benchmark == "pairwise" else [
-            f"Headline (pairs with a preference, A/B verdict): overall {_fmt(metrics['overall'], False)}, "
-            f"macro {_fmt(metrics['macro'], False)}", ""]
-        for setting in ("with_tie", "without_tie"):
+            f"Headline (pairs with a preference, right in both answer orders): overall "
+            f"{_fmt(metrics['overall'], False)}, macro {_fmt(metrics['macro'], False)}", ""]
+        for setting in ("with_tie", "without_tie", "swap_checked"):
             block = metrics[setting]
             cats = list(block["per_category"])
             lines += [f"**Pair {setting.replace('_', ' ')}** (MLLM-as-a-Judge setting, paper Table 2; "

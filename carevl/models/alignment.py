@@ -9,8 +9,10 @@ for CLIP's pretraining and keeps LLaVA's two stages:
    colour and shape in its grid cell, through a probe head that is thrown away afterwards;
 1. feature alignment: vision tower frozen, the projector maps every patch onto the language model's
    word embeddings of its colour and shape words (LLaVA stage 1);
-2. caption tuning: vision tower still frozen, projector and language model learn to write the grid
-   caption of `carevl.data.captions` in answer to the curation caption prompt (LLaVA stage 2).
+2. instruction tuning: vision tower still frozen, projector and language model learn, in equal parts,
+   to write the grid caption of `carevl.data.captions` in answer to the curation caption prompt and to
+   answer one question about the image (LLaVA stage 2: visual instructions). The model so never
+   sees a pair of answers or a verdict: it can describe and answer, not judge.
 
 The loops are plain PyTorch rather than a generic trainer: the steps are tiny, and computing logits
 only for the caption tokens (`logits_to_keep`) roughly halves each step on CPU. Data are pure
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 
 from carevl.data.captions import EMPTY, grid_caption
 from carevl.data.shapes import COLORS, GRID, SHAPES, Scene, draw_scene, make_scene
-from carevl.data.synth import item_rng
+from carevl.data.synth import CATEGORIES, item_rng, make_task
 from carevl.prompts import caption_messages
 
 COLOR_CLASSES = (EMPTY, *COLORS)   # class 0: no shape in the cell
@@ -39,11 +41,11 @@ class AlignmentRecipe:
     image_size: int = 64
     vision_steps: int = 100
     projector_steps: int = 100
-    caption_steps: int = 600
+    instruction_steps: int = 900
     vision_batch: int = 64
-    caption_batch: int = 16
+    instruction_batch: int = 16
     vision_lr: float = 3e-3
-    caption_lr: float = 1e-3
+    instruction_lr: float = 1e-3
     warmup_steps: int = 30
 
 
@@ -125,16 +127,26 @@ def align_projector(model, processor, recipe: AlignmentRecipe) -> list[float]:
     return losses
 
 
-def caption_batch(processor, prompt: str, scenes: list[Scene]) -> tuple[dict, torch.Tensor]:
-    """Left-padded (prompt + caption) encodings and the labels of the last `n` positions, where n
-    covers the longest caption; positions outside each row's caption are -100."""
+def instruction(processor, scene: Scene, rng, caption_prompt: str) -> tuple[str, str]:
+    """(prompt text, target text) of one stage-2 example: the grid caption, or, with probability 1/2,
+    the answer to a question about the scene."""
+    if rng.random() < 0.5:
+        return caption_prompt, grid_caption(scene)
+    task = make_task(rng, scene, CATEGORIES)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": task.question}]}]
+    prompt = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt, rng.choice(task.right)
+
+
+def completion_batch(processor, prompts: list[str], targets: list[str], scenes: list[Scene]):
+    """Left-padded (prompt + target) encodings and the labels of the last `n` positions, where n
+    covers the longest target; positions outside each row's target are -100."""
     tokenizer = processor.tokenizer
-    end = tokenizer.eos_token
-    captions = [grid_caption(s) + end for s in scenes]
+    targets = [t + tokenizer.eos_token for t in targets]
     tokenizer.padding_side = "left"
-    enc = processor(text=[prompt + c for c in captions], images=[draw_scene(s) for s in scenes],
+    enc = processor(text=[p + t for p, t in zip(prompts, targets)], images=[draw_scene(s) for s in scenes],
                     return_tensors="pt", padding=True)
-    lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in captions]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in targets]
     n = max(lengths)
     labels = enc["input_ids"][:, -n:].clone()                              # (batch, n)
     for k, length in enumerate(lengths):
@@ -149,20 +161,25 @@ def completion_loss(model, enc: dict, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
-def tune_captions(model, processor, recipe: AlignmentRecipe) -> list[float]:
-    """Stage 2: projector + language model write grid captions (vision tower stays frozen)."""
+def tune_instructions(model, processor, recipe: AlignmentRecipe) -> list[float]:
+    """Stage 2: projector + language model write captions and answers (vision tower stays frozen)."""
     model.model.vision_tower.requires_grad_(False)
-    prompt = processor.tokenizer.apply_chat_template(caption_messages(), tokenize=False, add_generation_prompt=True)
+    caption_prompt = processor.tokenizer.apply_chat_template(caption_messages(), tokenize=False,
+                                                             add_generation_prompt=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.caption_lr, weight_decay=0.0)
-    total = recipe.caption_steps
+    optimizer = torch.optim.AdamW(params, lr=recipe.instruction_lr, weight_decay=0.0)
+    total = recipe.instruction_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / recipe.warmup_steps) * max(0.05, 1 - s / total))
     model.train()
     losses = []
     for step in range(total):
-        scenes = training_scenes(recipe, "captions", step * recipe.caption_batch, recipe.caption_batch)
-        loss = completion_loss(model, *caption_batch(processor, prompt, scenes))
+        start = step * recipe.instruction_batch
+        scenes = training_scenes(recipe, "instructions", start, recipe.instruction_batch)
+        examples = [instruction(processor, scene, item_rng(recipe.seed, start + k, "align-questions"),
+                                caption_prompt) for k, scene in enumerate(scenes)]
+        loss = completion_loss(model, *completion_batch(processor, [p for p, _ in examples],
+                                                        [t for _, t in examples], scenes))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -174,15 +191,19 @@ def tune_captions(model, processor, recipe: AlignmentRecipe) -> list[float]:
     return losses
 
 
-def align(model, processor, recipe: AlignmentRecipe) -> dict:
-    """All three stages in place; returns the first/last loss and seconds of each."""
+def align(model, processor, recipe: AlignmentRecipe, progress=None) -> dict:
+    """All three stages in place; returns the first/last loss and seconds of each. `progress(message)`
+    hears when each stage ends."""
     log = {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        for name, stage in (("vision", pretrain_vision), ("projector", align_projector), ("captions", tune_captions)):
+        for name, stage in (("vision", pretrain_vision), ("projector", align_projector),
+                            ("instructions", tune_instructions)):
             started = time.perf_counter()
             losses = stage(model, processor, recipe)
             log[name] = {"steps": len(losses), "first_loss": round(losses[0], 4) if losses else None,
                          "last_loss": round(losses[-1], 4) if losses else None,
                          "seconds": round(time.perf_counter() - started, 1)}
+            if progress:
+                progress(f"alignment stage {name}: {log[name]}")
     return log

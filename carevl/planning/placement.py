@@ -65,7 +65,8 @@ def stage_needs(config: CarevlConfig, stage: str) -> list[Need]:
     cur, models = config.curation, config.models
     if stage == "curate":
         roles = [(f"candidates ({c.model})", c.model) for c in cur.candidates]
-        roles += [("caption", cur.caption_model)]
+        if cur.caption_backend == "model":
+            roles += [("caption", cur.caption_model)]
         if cur.strong_judge.backend != "column":
             roles.append(("strong judge", cur.strong_judge.model))
         roles += [(f"expert", e) for e in cur.experts]

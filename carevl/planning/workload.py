@@ -98,9 +98,10 @@ def curation_work(config: CarevlConfig, c: Counts) -> list[Work]:
         spec = models[source.model]
         work.append(Work("curate", f"candidates T={source.temperature:g}", source.model, c.items, vlm_prompt,
                          _decode(spec, t.response), image_tokens=t.image))
-    spec = models[cur.caption_model]
-    work.append(Work("curate", "caption", cur.caption_model, c.items, t.image + t.instructions,
-                     _decode(spec, t.caption), image_tokens=t.image, note="once per unique image"))
+    if cur.caption_backend == "model":
+        spec = models[cur.caption_model]
+        work.append(Work("curate", "caption", cur.caption_model, c.items, t.image + t.instructions,
+                         _decode(spec, t.caption), image_tokens=t.image, note="once per unique image"))
     if cur.strong_judge.backend != "column":
         spec = models[cur.strong_judge.model]
         work.append(Work("curate", "strong judge", cur.strong_judge.model, c.pairs,

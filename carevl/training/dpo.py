@@ -15,6 +15,7 @@ from trl import DPOConfig, DPOTrainer
 from carevl.config import CarevlConfig
 from carevl.data import io as dio
 from carevl.judge_format import judge_messages
+from carevl.planning import check_placement
 from carevl.training.examples import DPO_FEATURES
 from carevl.training.run import Recipe, run_training
 
@@ -45,6 +46,7 @@ DPO = Recipe("dpo", DPOConfig, DPOTrainer, dpo_example, DPO_FEATURES, frozen_ref
 
 def run_dpo(config: CarevlConfig, input_uri: str, sft_model: str, output: str) -> dict[str, Any]:
     """Train the SFT judge at `sft_model` with DPO on `input_uri` (refinement rows) into `output`."""
+    check_placement(config, "dpo")  # an impossible request fails before any input is read
     model_dir = Path(sft_model).expanduser().resolve()
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"--model {sft_model}: no trained model there (config.json missing)")

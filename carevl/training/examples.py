@@ -38,8 +38,8 @@ DPO_FEATURES = datasets.Features({
     "prompt": _MESSAGES, "chosen": _MESSAGES, "rejected": _MESSAGES, "images": datasets.List(datasets.Image()),
 })
 
-# Builder: one input row -> (example without image, skip_reason).
-Builder = Callable[[dict[str, Any]], tuple[dict[str, Any] | None, str | None]]
+# Builder: one input row -> (example without image, or a list of them; skip_reason).
+Builder = Callable[[dict[str, Any]], tuple[dict[str, Any] | list[dict[str, Any]] | None, str | None]]
 
 
 def image_bytes_of(row: dict[str, Any], limits: InputLimits, allow_remote: bool = False) -> bytes:
@@ -66,8 +66,9 @@ def iter_examples(input_uri: str, build: Builder, limits: InputLimits, counts: C
             except ImageError as exc:
                 counts[f"skipped:{exc.reason}"] += 1
                 continue
-            counts["examples"] += 1
-            yield {**example, "images": [{"bytes": data, "path": None}]}
+            for one in example if isinstance(example, list) else [example]:
+                counts["examples"] += 1
+                yield {**one, "images": [{"bytes": data, "path": None}]}
 
 
 def prepare_examples(input_uri: str, out_dir: Path, build: Builder, features: datasets.Features,

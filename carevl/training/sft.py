@@ -19,7 +19,8 @@ from carevl.training.sft_data import sft_conversation
 
 
 def sft_recipe(config: CarevlConfig) -> Recipe:
-    return Recipe("sft", SFTConfig, SFTTrainer, partial(sft_conversation, seed=config.seed), SFT_FEATURES)
+    build = partial(sft_conversation, seed=config.seed, both_orders=config.sft.both_orders)
+    return Recipe("sft", SFTConfig, SFTTrainer, build, SFT_FEATURES)
 
 
 def run_sft(config: CarevlConfig, input_uri: str, output: str) -> dict[str, Any]:

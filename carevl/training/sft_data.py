@@ -7,9 +7,11 @@ Each pair becomes one prompt/completion example in TRL's vision format:
 
 The order in which the two answers are shown is swapped for about half of the pairs, decided by a
 hash of (seed, pair_id), so the judge cannot learn "A is usually right" and the choice is the same on
-every worker and every re-run. When the order is swapped, the target verdict is swapped too and so
-are the explanation's mentions of "Answer A"/"Answer B", so the explanation stays true to the order
-shown.
+every worker and every re-run. With `sft.both_orders` every pair is shown in both orders instead (twice
+the examples): a judge can then lower its loss only by reading the answers, never by favouring a
+position, which is what its swap-consistency at inference needs. When the order is swapped, the target
+verdict is swapped too and so are the explanation's mentions of "Answer A"/"Answer B", so the
+explanation stays true to the order shown.
 """
 from __future__ import annotations
 
@@ -50,17 +52,9 @@ def sft_target(row: dict[str, Any]) -> tuple[str | None, str | None]:
     return label, None
 
 
-def sft_conversation(row: dict[str, Any], seed: int) -> tuple[dict[str, Any] | None, str | None]:
-    """(example, skip_reason): the prompt/completion messages for one pair (image not attached yet).
-
-    The example also carries `pair_id` and `swapped` so a run can be audited.
-    """
-    choice, reason = sft_target(row)
-    if choice is None:
-        return None, reason
+def _example(row: dict[str, Any], choice: str, swapped: bool) -> dict[str, Any]:
     first, second = row["response_a"], row["response_b"]
     explanation = row["judge_explanation"]
-    swapped = swap_order(seed, row["pair_id"])
     if swapped:
         first, second = second, first
         choice = swap_choice(choice)
@@ -71,16 +65,31 @@ def sft_conversation(row: dict[str, Any], seed: int) -> tuple[dict[str, Any] | N
         "swapped": swapped,
         "prompt": judge_messages(row["question"], first, second, with_image=True),
         "completion": [{"role": "assistant", "content": [{"type": "text", "text": target}]}],
-    }, None
+    }
 
 
-def sft_conversations(rows: Iterable[dict[str, Any]], seed: int) -> tuple[list[dict[str, Any]], Counter]:
+def sft_conversation(row: dict[str, Any], seed: int, both_orders: bool = False):
+    """(example, skip_reason): the prompt/completion messages for one pair (image not attached yet),
+    or, with `both_orders`, a list of two examples showing the pair in each order.
+
+    Each example also carries `pair_id` and `swapped` so a run can be audited.
+    """
+    choice, reason = sft_target(row)
+    if choice is None:
+        return None, reason
+    if both_orders:
+        return [_example(row, choice, False), _example(row, choice, True)], None
+    return _example(row, choice, swap_order(seed, row["pair_id"])), None
+
+
+def sft_conversations(rows: Iterable[dict[str, Any]], seed: int,
+                      both_orders: bool = False) -> tuple[list[dict[str, Any]], Counter]:
     """Examples for every usable row, plus skip counts by reason."""
     examples, skipped = [], Counter()
     for row in rows:
-        example, reason = sft_conversation(row, seed)
+        example, reason = sft_conversation(row, seed, both_orders)
         if example is None:
             skipped[reason] += 1
         else:
-            examples.append(example)
+            examples += example if isinstance(example, list) else [example]
     return examples, skipped

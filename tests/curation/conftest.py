@@ -48,11 +48,12 @@ def jsonl_writer(tmp_path):
     return write
 
 
-def synth_rows(n: int, seed: int = 3) -> list[dict]:
-    """n synthetic items (2-4 responses, noisy shipped verdicts) as JSONL-ready dicts."""
+def synth_rows(n: int, seed: int = 3, captions: bool = False) -> list[dict]:
+    """n synthetic items (2-4 responses, noisy shipped verdicts, optionally their true captions) as
+    JSONL-ready dicts."""
     from carevl.data.synth import SynthSpec, make_item
 
-    spec = SynthSpec(min_responses=2, max_responses=4, judge_accuracy=0.8)
+    spec = SynthSpec(min_responses=2, max_responses=4, judge_accuracy=0.8, with_captions=captions)
     rows = []
     for i in range(n):
         row = make_item(seed, i, spec)
@@ -65,11 +66,9 @@ MICRO_EXPERTS = "[rm_llama, rm_qwen2, rm_gemma2, rm_mistral]"  # M = 4 architect
 
 
 def tiny_overrides(unit_items: int) -> list[str]:
-    """The fastest real models: the micro VLM for captions, short captions, the four micro reward models
-    as experts (the SmolLM2-backed one costs most of a run's scoring time and adds nothing to what the
-    pipeline tests check), small work units."""
-    return ["models.vlm.path=tiny:vlm_micro", "models.vlm.generation.max_new_tokens=8",
-            f"curation.experts={MICRO_EXPERTS}", f"curation.unit_items={unit_items}",
+    """Fast settings: short captions, four of the five micro experts (M = 4, tau = 3), small work units."""
+    return ["models.vlm.generation.max_new_tokens=8", f"curation.experts={MICRO_EXPERTS}",
+            f"curation.unit_items={unit_items}",
             "curation.progress_interval_s=2"]
 
 

@@ -142,3 +142,19 @@ def test_candidates_and_endpoint_judge_end_to_end(generated, provider):
     assert s["judge_status"] == ({"ok": len(pairs)} if pairs else {})
     assert sum(1 for b in provider.bodies if b["model"] == "judge-model") >= len(pairs)
     assert "candidate:cand" in s["model_ids"] and s["model_ids"]["strong_judge"] == "judge-model [openai]"
+
+
+def test_captions_from_the_data_need_no_caption_model(ray_local, tmp_path):
+    """`curation.caption_backend: column`: the experts read the shipped captions; an item without one is
+    quarantined; no caption model is loaded or named in the summary."""
+    rows = synth_rows(3, seed=8, captions=True)
+    rows[2]["caption"] = None
+    write_jsonl(tmp_path / "items.jsonl", rows)
+    config = load_config(overrides=tiny_overrides(unit_items=4) + [
+        "curation.caption_backend=column", "models.vlm.path=/nonexistent/caption/model"])
+    summary = run_curation(config, str(tmp_path / "items.jsonl"), str(tmp_path / "run"))
+    assert summary["quarantine_reasons"] == {"caption_missing": 1} and summary["rows_conserved"]
+    assert "caption_model" not in summary["model_ids"]
+    pairs = _read(tmp_path / "run" / "high") + _read(tmp_path / "run" / "low")
+    shipped = {r["item_id"]: r["caption"] for r in rows[:2]}
+    assert pairs and all(p["caption"] == shipped[p["item_id"]] for p in pairs)

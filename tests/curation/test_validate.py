@@ -119,6 +119,24 @@ def test_unparseable_and_missing_verdicts_are_recorded_not_guessed(jsonl_writer)
     assert row["judge_statuses"] == ["unparseable", "missing", "ok"]
 
 
+def test_column_captions_are_required_and_bounded_when_captions_come_from_the_data(jsonl_writer):
+    rows = [good_item("cap-ok", caption="Top row, left: empty, red circle; right: empty, empty."),
+            good_item("cap-none"), good_item("cap-blank", caption="  "), good_item("cap-long", caption="x" * 300),
+            good_item("cap-type", caption=7)]
+    limits = LIMITS.model_copy(update={"max_caption_chars": 200})
+    path = jsonl_writer(rows)
+    scan = scan_file(str(path), 10)
+    [unit] = plan_units([str(path)], [scan], 10)
+    ctx = ValidationContext(limits=limits, captions_from_column=True, first_row=duplicate_first_rows([scan]))
+    out = read_and_validate({k: [v] for k, v in unit.to_dict().items()}, ctx=ctx).to_pylist()
+    assert [r["reason"] for r in out] == [None, "caption_missing", "caption_missing", "caption_too_long",
+                                          "wrong_type:caption"]
+    assert out[0]["caption"].startswith("Top row")
+    # Without the column backend a missing caption is fine (the caption model writes one).
+    _, [row] = _run(jsonl_writer, [good_item("cap-free")])
+    assert row["reason"] is None
+
+
 def test_items_without_responses_wait_for_candidates_when_configured(jsonl_writer):
     _, [row] = _run(jsonl_writer, [good_item("c", responses=None, response_models=None, judgements=None)],
                     has_candidates=True)

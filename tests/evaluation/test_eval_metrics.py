@@ -85,6 +85,19 @@ def test_pairwise_with_and_without_tie():
     assert wo["overall"] == 0.5
 
 
+def test_swap_checked_counts_a_swap_tie_as_wrong():
+    """A position-locked judge: right in its primary order on half the pairs, a swap tie on all of them."""
+    ids, cats = ["p1", "p2", "p3", "p4"], ["COCO"] * 4
+    labels = ["A", "B", "A", "B"]
+    verdicts = ["A", "A", "A", "A"]                 # always the first answer shown
+    ties = ["tie"] * 4                              # ... so the swapped order always disagrees
+    m = pairwise_metrics(ids, cats, labels, ties, verdicts)
+    assert m["without_tie"]["overall"] == 0.5
+    assert m["swap_checked"]["overall"] == 0.0
+    consistent = pairwise_metrics(ids, cats, labels, ["A", "B", "B", "B"], ["A", "B", "B", "B"])
+    assert consistent["swap_checked"]["overall"] == 0.75
+
+
 def test_per_run_spread():
     s = per_run_spread([0, 0, 1, 1], ["a", "b", "a", "b"], [True, True, True, False])
     assert s["per_run"] == {0: 1.0, 1: 0.5}

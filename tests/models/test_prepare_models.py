@@ -10,11 +10,12 @@ from ray_jobs import prepare_models
 
 
 def test_job_builds_config_roles_plus_extras(model_cache, capsys):
-    # The preset's models name every role but vlm_micro (models.judge); --roles adds it unless already named.
-    folders = prepare_models.main(["--set", f"paths.model_cache={model_cache}", "--set", "models.judge.path=tiny:vlm",
-                                   "--roles", "vlm_micro", "scorer"])
-    lines = capsys.readouterr().out.splitlines()
-    expected = ["vlm", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm", "scorer", "vlm_micro"]
+    # The preset's models name every role but vlm (the SmolLM2-backed LLaVA); --roles adds it, and a
+    # role the config already names (scorer) is listed once.
+    folders = prepare_models.main(["--set", f"paths.model_cache={model_cache}", "--roles", "vlm", "scorer",
+                                   "--no-report"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "\t" in line]
+    expected = ["vlm_micro", "rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3", "scorer", "vlm"]
     assert [line.split("\t")[0] for line in lines] == expected
     for line in lines:
         role, folder = line.split("\t")

@@ -55,7 +55,7 @@ def test_a_finished_stage_is_skipped_only_with_the_same_settings(tmp_path):
     later = SMALL + ["--set", "evaluation.k=2"]       # evaluation is not read by prepare_models
     assert run_or_skip(stage, config_of(later), later, logs) == "skipped"
     changed = SMALL + ["--set", "models.vlm.generation.max_new_tokens=9"]
-    with pytest.raises(StaleRunError, match=r"config\.models\.vlm\.generation\.max_new_tokens: 48 -> 9"):
+    with pytest.raises(StaleRunError, match=r"config\.models\.vlm\.generation\.max_new_tokens: 96 -> 9"):
         run_or_skip(stage, config_of(changed), changed, logs)
 
 

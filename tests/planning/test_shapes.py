@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from carevl.config import ModelSpec, load_config
-from carevl.models.tiny import build_tiny_models
+from carevl.models.tiny import EXPERT_ROLES, build_tiny_models
 from carevl.planning.shapes import (
     ModelShape,
     ShapeUnknown,
@@ -52,7 +52,7 @@ def test_kv_cache_bytes_per_token():
     assert qwen7.kv_bytes_per_token(2) == 57_344
 
 
-@pytest.mark.parametrize("role", ["rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_smollm"])
+@pytest.mark.parametrize("role", EXPERT_ROLES)
 def test_decoder_arithmetic_matches_real_checkpoints(role, tmp_path_factory):
     """The formula over a config.json equals the tensor count of the saved checkpoint of each family."""
     cache = load_config().paths.model_cache_dir()

@@ -101,3 +101,15 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_both_orders_shows_each_pair_twice_with_opposite_verdicts():
+    rows = [_row(i, label="A" if i % 2 else "B") for i in range(6)]
+    examples, skipped = sft_conversations(rows, seed=0, both_orders=True)
+    assert not skipped and len(examples) == 2 * len(rows)
+    for plain, swapped in zip(examples[::2], examples[1::2]):
+        assert plain["pair_id"] == swapped["pair_id"] and (plain["swapped"], swapped["swapped"]) == (False, True)
+        verdicts = [parse_verdict(e["completion"][0]["content"][0]["text"]) for e in (plain, swapped)]
+        assert sorted(verdicts) == ["A", "B"]
+        texts = [e["prompt"][1]["content"][-1]["text"] for e in (plain, swapped)]
+        assert texts[0] != texts[1]   # the answers really are shown in the other order
