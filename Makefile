@@ -54,11 +54,12 @@ $(VLLM_VENV)/.carevl-installed: pyproject.toml
 	touch $@
 
 # vLLM's CPU worker reserves a core and binds its threads to the rest; on a small machine it gets them all.
+# The engine core runs in the calling process: a separate one would import vLLM again at every start.
 VLLM_CPU_OMP_THREADS_BIND ?= 0-$(shell echo $$(( $$(nproc) - 1 )))
 
 test-vllm: $(VLLM_VENV)/.carevl-installed
 	PATH="$(abspath $(VLLM_VENV))/bin:$$PATH" VLLM_CPU_OMP_THREADS_BIND=$(VLLM_CPU_OMP_THREADS_BIND) \
-	    VLLM_CPU_NUM_OF_RESERVED_CPU=0 \
+	    VLLM_CPU_NUM_OF_RESERVED_CPU=0 VLLM_ENABLE_V1_MULTIPROCESSING=0 \
 	    $(VLLM_PYTHON) -m pytest -m vllm
 
 # Fault injection on a local multi-process Ray cluster (raylet, actor, driver and replica kills).

@@ -79,7 +79,7 @@ def test_a_cpu_model_asks_its_placement_group_for_cpus(paper):
 
 def test_verdict_log_probs_are_renormalised_over_the_candidates():
     kwargs = next_token_kwargs([11, 22])
-    assert kwargs["allowed_token_ids"] == [11, 22] and kwargs["max_tokens"] == 1 and kwargs["logprobs"] == 2
+    assert kwargs["logprob_token_ids"] == [11, 22] and kwargs["max_tokens"] == 1 and kwargs["temperature"] == 0
     out = candidate_log_probs([{22: -3.0, 11: -1.0, 5: -0.1}], [11, 22])
     assert np.exp(out).sum() == pytest.approx(1.0)
     assert out[0] - out[1] == pytest.approx(2.0)

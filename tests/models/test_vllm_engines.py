@@ -16,7 +16,7 @@ from carevl.models.backends.transformers import RewardScorer, TextGenerator  # n
 from carevl.models.backends.vllm import VLLMRewardScorer, VLLMTextGenerator  # noqa: E402
 from carevl.prompts import expert_messages  # noqa: E402
 from carevl.refine.critiques import CritiqueScorer  # noqa: E402
-from tests.vllm_support import REWARD_ROLES, reward_model_folder, reward_spec, text_lm_spec  # noqa: E402
+from tests.vllm_support import REWARD_ROLES, head_dim, reward_spec, text_lm_spec, tier_models  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -36,20 +36,21 @@ def _shutdown(backend) -> None:
 
 
 @pytest.fixture(scope="module")
-def model_cache(tiny_config):
-    return tiny_config.paths.model_cache_dir()
+def kit():
+    from carevl.config import load_config
+
+    return tier_models(load_config().paths.model_cache_dir())
 
 
 @pytest.fixture(scope="module")
-def tiny_config():
-    from carevl.config import load_config
-
-    return load_config()
+def model_cache(kit):
+    return kit["scorer"].parent
 
 
 @pytest.mark.parametrize("role", REWARD_ROLES)
-def test_reward_model_classify_returns_the_raw_reward_of_transformers(model_cache, role):
-    folder = reward_model_folder(model_cache, role)
+def test_reward_model_classify_returns_the_raw_reward_of_transformers(kit, model_cache, role):
+    folder = kit[role]
+    assert head_dim(folder) >= 32  # vLLM's CPU attention runs no smaller head
     reference = RewardScorer(reward_spec(folder, "transformers"), model_cache)
     texts = [reference.render(expert_messages(f"A caption of picture {i}.", q, a))
              for i, (q, a) in enumerate(zip(QUESTIONS, ANSWERS))]
@@ -67,19 +68,21 @@ def test_reward_model_classify_returns_the_raw_reward_of_transformers(model_cach
 
 
 @pytest.fixture(scope="module")
-def scorer_stage(model_cache):
+def scorer_stage(kit, model_cache):
     """Refinement's critique scorer on one vLLM engine of SmolLM2-135M-Instruct (automatic prefix
     caching on); its engine also serves the generation tests below."""
-    stage = CritiqueScorer(text_lm_spec("vllm", prefix_cache=True, max_new_tokens=4), str(model_cache))
+    # Statistics on: the prefix-cache test reads the engine's hit counter.
+    spec = text_lm_spec(kit["scorer"], "vllm", prefix_cache=True, max_new_tokens=4, disable_log_stats=False)
+    stage = CritiqueScorer(spec, str(model_cache))
     assert isinstance(stage.generator, VLLMTextGenerator)
     yield stage
     _shutdown(stage.generator)
 
 
 @pytest.fixture(scope="module")
-def reference_stage(model_cache):
+def reference_stage(kit, model_cache):
     """The same stage on transformers (with its hand-written prefix cache)."""
-    stage = CritiqueScorer(text_lm_spec("transformers", prefix_cache=True, max_new_tokens=4), str(model_cache))
+    stage = CritiqueScorer(text_lm_spec(kit["scorer"], "transformers", prefix_cache=True, max_new_tokens=4), str(model_cache))
     assert isinstance(stage.generator, TextGenerator)
     return stage
 

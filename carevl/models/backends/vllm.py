@@ -111,9 +111,12 @@ def sampling_kwargs(spec: ModelSpec, temperature: float, max_new_tokens: int, nu
 
 
 def next_token_kwargs(token_ids: list[int]) -> dict[str, Any]:
-    """SamplingParams arguments that read the next-token log-probabilities of `token_ids`: one step,
-    restricted to those tokens, returning the log-probability of each (the judge's verdict position)."""
-    return dict(max_tokens=1, temperature=0.0, allowed_token_ids=list(token_ids), logprobs=len(token_ids))
+    """SamplingParams arguments that read the next-token log-probabilities of `token_ids`: one greedy
+    step, returning the log-probability of each of those tokens (the judge's verdict position).
+
+    `logprob_token_ids` names the tokens to report; top-k `logprobs` would miss a candidate ranked
+    below k, and `allowed_token_ids` masks sampling only, not the reported log-probabilities."""
+    return dict(max_tokens=1, temperature=0.0, logprob_token_ids=list(token_ids))
 
 
 def candidate_log_probs(logprobs: list[dict[int, Any]] | None, token_ids: list[int]) -> list[float]:
