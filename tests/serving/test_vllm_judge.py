@@ -45,6 +45,10 @@ def loop():
     """One event loop for the module: the async engine binds its output task to the loop it starts in."""
     loop = asyncio.new_event_loop()
     yield loop
+    pending = asyncio.all_tasks(loop)  # the engine's output handler, stopped before the loop closes
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
     loop.close()
 
 

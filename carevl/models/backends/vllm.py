@@ -10,12 +10,18 @@ as the transformers backend renders them, so both backends see the same tokens (
 parsing would pick its own content format). Reward models return raw logits: vLLM's `classify`
 applies a sigmoid by default, which saturates for large rewards and turns distinct scores into ties.
 
-The engines run inside the item-level actors of curation (`VLLMChatGenerator` for captions and
-candidates, `VLLMRewardScorer` for the experts) and refinement's critique scorer, rather than as Ray
-Data LLM's one-prompt-per-row stages: keeping rows at item level is what lets each image be captioned
-once and each distinct response be scored once per expert, which a per-prompt stage cannot see across
-rows without a shuffle. Critique sampling is one prompt per pair, so there `build_processor` runs the
-engine as a Ray Data LLM stage (`carevl.refine.pipeline`).
+The engines run inside the project's own actors rather than as Ray Data LLM stages
+(`ray.data.llm.build_processor`), because no vLLM stage here is one prompt in, one text out per row:
+
+- captions and expert scores deduplicate across rows: each image is captioned once and each distinct
+  response scored once per expert, which a per-prompt stage cannot see across rows without a shuffle;
+- candidates ask one prompt per item and temperature, critique sampling m samples of one prompt, and
+  Ray Data LLM's vLLM stage keeps only the first of a request's n outputs;
+- the critique scorer asks m prompts per pair row, and the rows must come back as pairs for the
+  negative sampling that follows; splitting them into rows and regrouping would be a shuffle.
+
+`processor_config` still describes every vLLM model as a `vLLMEngineProcessorConfig`, so a future
+one-prompt-per-row stage (or an offline batch script) builds its processor from the same spec.
 """
 from __future__ import annotations
 
