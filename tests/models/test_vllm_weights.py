@@ -7,6 +7,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from carevl.models.tiny import build_tiny_models
 from carevl.models.vllm_weights import rewrite_for_vllm, vllm_name
 from carevl.training.common import save_judge
 
@@ -28,8 +29,8 @@ def test_vision_tower_names_gain_the_vision_model_level():
     assert vllm_name("vision_tower.embeddings.class_embedding", "qwen2_vl") == "vision_tower.embeddings.class_embedding"
 
 
-def test_saved_judge_has_vllm_names_and_loads_in_transformers(model_cache, tmp_path):
-    source = model_cache / "vlm_micro"
+def test_saved_judge_has_vllm_names_and_loads_in_transformers(tiny_config, tmp_path):
+    source = build_tiny_models(tiny_config.paths.model_cache_dir(), ["vlm_micro"])["vlm_micro"]
     model = AutoModelForImageTextToText.from_pretrained(source)
     processor = AutoProcessor.from_pretrained(source)
     out = tmp_path / "judge"
