@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from transformers import AutoProcessor, AutoTokenizer
 
 from carevl.config import ModelSpec
 from carevl.models.loading import resolve_model_path
@@ -165,8 +166,6 @@ class ChatPrompts:
     """Conversations -> vLLM token prompts, rendered by the model's own processor or tokenizer."""
 
     def __init__(self, spec: ModelSpec, source: str):
-        from transformers import AutoProcessor, AutoTokenizer
-
         kwargs = {"trust_remote_code": spec.trust_remote_code, "revision": spec.revision}
         self.spec = spec
         self.chat = (AutoProcessor if spec.kind == "vlm" else AutoTokenizer).from_pretrained(source, **kwargs)
@@ -257,8 +256,6 @@ class VLLMRewardScorer:
     """The `RewardScorer` interface (render, score, forward_rows) on a vLLM pooling engine."""
 
     def __init__(self, spec: ModelSpec, model_cache: Path):
-        from transformers import AutoTokenizer
-
         self.spec = spec
         self._vllm, self.llm, source = start_engine(spec, Path(model_cache))
         self.tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=spec.trust_remote_code,
