@@ -1,7 +1,7 @@
 """Shared pieces of the typed configuration: a strict base model and resource specs."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -79,11 +79,14 @@ class ModelSpec(StrictModel):
     endpoint: str | None = Field(None, description="base URL of an OpenAI-compatible API (backend openai)")
     api_key_env: str | None = Field(None, description="name of the env variable holding the API key")
     http: HttpSpec = Field(default_factory=HttpSpec, description="backend openai: concurrency, retries, timeout")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="backend vllm: further vLLM engine arguments, passed through unchanged "
+        "(e.g. enforce_eager, gpu_memory_utilization, max_num_seqs)")
 
     @model_validator(mode="after")
     def _check_backend(self) -> "ModelSpec":
         if self.backend == "openai" and not self.endpoint:
             raise ValueError("backend 'openai' needs 'endpoint'")
-        if self.backend == "vllm" and self.kind == "reward" and self.resources.num_gpus == 0:
-            raise ValueError("backend 'vllm' needs resources.num_gpus > 0")
+        if self.engine_args and self.backend != "vllm":
+            raise ValueError(f"engine_args are vLLM engine arguments; backend is '{self.backend}'")
         return self

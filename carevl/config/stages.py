@@ -146,6 +146,9 @@ class ServeConfig(StrictModel):
     """Defaults for the judge service (paper 3.7); serve_configs/*.yaml may override any field."""
 
     model: str = Field("vlm", description="key in `models`, a checkpoint folder, or `tiny:<role>`")
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="transformers: the model in the replica behind @serve.batch; vllm: "
+        "vLLM's async engine in the replica (continuous batching; the model's engine_args apply)")
     default_mode: Literal["explain", "verdict"] = "explain"
     max_batch_size: int = Field(16, ge=2, description="pairs per forward pass; >= 2 so a swap check fits")
     batch_wait_timeout_s: float = Field(0.01, ge=0)

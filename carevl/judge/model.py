@@ -28,28 +28,18 @@ from PIL import Image
 
 from carevl.config import InputLimits, ModelSpec, PathsConfig
 from carevl.data.images import ImageError, load_image
+from carevl.judge.prompts import (  # noqa: F401 (PromptTooLong, ReservedToken re-exported)
+    IMAGE_NOT_SUPPORTED, JudgePrompts, PromptTooLong, ReservedToken,
+)
 from carevl.judge.rules import p_a_from_samples, verdict_probability, winner_from_probability
 from carevl.judge_format import VERDICT_PREFIX, judge_messages, parse_explanation, parse_verdict
-from carevl.models.backends.transformers import VLMGenerator
+from carevl.models.backends.transformers import TextGenerator, VLMGenerator
 
 REQUIRED_COLUMNS = ("question", "response_a", "response_b")
 # The verdict tokens as they follow "Verdict:" in the training target "Verdict: A".
 VERDICT_CANDIDATES = (" A", " B")
 STATUS_OK = "ok"
 PROMPT_TOO_LONG = "prompt_too_long"
-
-
-class PromptTooLong(ValueError):
-    """A pair whose prompt does not fit the judge's max_length."""
-
-
-class ReservedToken(ValueError):
-    """A text field holding one of the model's control tokens (an image placeholder, a turn marker):
-    it would change the prompt's structure (a phantom image, a forged turn), so it is refused."""
-
-    def __init__(self, field: str, token: str):
-        super().__init__(f"{field} contains the model's reserved token {token!r}")
-        self.field, self.token = field, token
 
 
 RESERVED_TOKEN = "reserved_token"
@@ -64,6 +54,7 @@ class JudgeModel:
                  allow_remote_images: bool = False, temperature: float = 0.0, num_samples: int = 1,
                  seed: int | None = None) -> None:
         """`model`: a ModelSpec, or a checkpoint folder / `tiny:<role>` / hub id (loaded as kind vlm).
+        A spec of kind `causal` is a text-only judge: it judges pairs without images.
 
         `batch_size` caps rows per forward pass (default: the spec's resources.batch_size);
         temperature / num_samples / seed apply to explain rows in `__call__`.
@@ -76,14 +67,18 @@ class JudgeModel:
             raise ValueError(f"default_mode must be 'verdict' or 'explain', got {default_mode!r}")
         self.spec = spec
         self.model_cache = Path(model_cache).expanduser() if model_cache else PathsConfig().model_cache_dir()
-        self.generator = VLMGenerator(spec, self.model_cache, device=device)
+        if spec.kind == "causal":
+            self.generator = TextGenerator(spec, self.model_cache, device=device)
+            self.prompts = JudgePrompts(spec, self.generator.tokenizer)
+        else:
+            self.generator = VLMGenerator(spec, self.model_cache, device=device)
+            self.prompts = JudgePrompts(spec, self.generator.processor)
         self.max_new_tokens = max_new_tokens or spec.generation.max_new_tokens
         self.default_mode = default_mode
         self.image_limits = image_limits or InputLimits()
         self.allow_remote_images = allow_remote_images
         self.temperature, self.num_samples, self.seed = temperature, num_samples, seed
-        self._image_tokens = self._measure_image_tokens()
-        self.reserved_tokens = _reserved_tokens(self.generator.processor)
+        self.reserved_tokens = self.prompts.reserved_tokens
 
     @property
     def name(self) -> str:
@@ -111,56 +106,49 @@ class JudgeModel:
     def _images(self, batch: dict) -> list[Image.Image | None]:
         n = len(batch["question"])
         if "image" in batch:
-            return [self.resolve_image(v) for v in batch["image"]]
-        paths = batch.get("image_path", [None] * n)
-        blobs = batch.get("image_bytes", [None] * n)
-        return [None if _empty(p) and _empty(b) else
-                load_image(None if _empty(p) else p, None if _empty(b) else b, self.image_limits,
-                           allow_remote=self.allow_remote_images)
-                for p, b in zip(paths, blobs)]
+            images = [self.resolve_image(v) for v in batch["image"]]
+        else:
+            paths = batch.get("image_path", [None] * n)
+            blobs = batch.get("image_bytes", [None] * n)
+            images = [None if _empty(p) and _empty(b) else
+                      load_image(None if _empty(p) else p, None if _empty(b) else b, self.image_limits,
+                                 allow_remote=self.allow_remote_images)
+                      for p, b in zip(paths, blobs)]
+        if not self.accepts_images and any(image is not None for image in images):
+            raise ImageError(IMAGE_NOT_SUPPORTED, f"the judge '{self.name}' is text-only and takes no image")
+        return images
 
     def _messages(self, batch: dict, images: Sequence[Image.Image | None]) -> list[list[dict]]:
         return [judge_messages(str(q), str(a), str(b), with_image=img is not None)
                 for q, a, b, img in zip(batch["question"], batch["response_a"], batch["response_b"], images)]
 
-    def _measure_image_tokens(self) -> int:
-        """Prompt tokens one image adds (exact for fixed-resolution processors such as LLaVA's)."""
-        processor = self.generator.processor
-        text = processor.apply_chat_template(judge_messages("q", "a", "b"), add_generation_prompt=True,
-                                             tokenize=False)
-        with_image = processor(text=[text], images=[Image.new("RGB", (32, 32))], add_special_tokens=False)
-        plain = self.generator.tokenizer(text, add_special_tokens=False)
-        return len(with_image["input_ids"][0]) - len(plain["input_ids"]) + 1
+    @property
+    def accepts_images(self) -> bool:
+        return self.prompts.accepts_images
 
     def prompt_length(self, question: str, response_a: str, response_b: str, with_image: bool) -> int:
         """Tokens of the verdict-mode prompt for one pair (image tokens included)."""
-        processor = self.generator.processor
-        text = processor.apply_chat_template(judge_messages(question, response_a, response_b, with_image),
-                                             add_generation_prompt=True, tokenize=False) + VERDICT_PREFIX
-        n = len(self.generator.tokenizer(text, add_special_tokens=False)["input_ids"])
-        return n - 1 + self._image_tokens if with_image else n
+        return self.prompts.prompt_length(question, response_a, response_b, with_image)
 
     def check_text(self, question: str, response_a: str, response_b: str) -> None:
         """Raise ReservedToken when a field contains a control token of the judge's tokenizer."""
-        for field, text in (("question", question), ("response_a", response_a), ("response_b", response_b)):
-            for token in self.reserved_tokens:
-                if token in text:
-                    raise ReservedToken(field, token)
+        self.prompts.check_text(question, response_a, response_b)
 
     def check_prompt_length(self, question: str, response_a: str, response_b: str, with_image: bool) -> None:
         """Raise PromptTooLong when the pair (plus room for an explanation) cannot fit max_length."""
-        n = self.prompt_length(question, response_a, response_b, with_image)
-        if n > self.spec.max_length:
-            raise PromptTooLong(f"the judge prompt has {n} tokens, the model's max_length is "
-                                f"{self.spec.max_length}")
+        self.prompts.check_prompt_length(question, response_a, response_b, with_image)
 
     # ----- judging ------------------------------------------------------------------------------
     def verdict(self, batch: dict) -> tuple[np.ndarray, list[str]]:
         """p_a (float64, shape (rows,)) and winner ("A" / "B" / "tie") from one forward pass per batch."""
         _check_columns(batch)
         images = self._images(batch)
-        log_probs = self.generator.score_next_token(self._messages(batch, images), images,
-                                                    list(VERDICT_CANDIDATES), VERDICT_PREFIX)  # (rows, 2)
+        messages = self._messages(batch, images)
+        if isinstance(self.generator, TextGenerator):
+            log_probs = self.generator.score_next_token(messages, list(VERDICT_CANDIDATES), VERDICT_PREFIX)
+        else:
+            log_probs = self.generator.score_next_token(messages, images, list(VERDICT_CANDIDATES),
+                                                        VERDICT_PREFIX)  # (rows, 2)
         p_a = np.array([verdict_probability(float(a), float(b)) for a, b in log_probs], dtype=np.float64)
         return p_a, [winner_from_probability(p) for p in p_a]
 
@@ -169,8 +157,10 @@ class JudgeModel:
         """`num_samples` judgements per row in the training output format (verdict line, explanation)."""
         _check_columns(batch)
         images = self._images(batch)
-        return self.generator.generate(self._messages(batch, images), images, temperature,
-                                       self.max_new_tokens, num_samples, seed)
+        messages = self._messages(batch, images)
+        if isinstance(self.generator, TextGenerator):
+            return self.generator.generate(messages, temperature, self.max_new_tokens, num_samples, seed)
+        return self.generator.generate(messages, images, temperature, self.max_new_tokens, num_samples, seed)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Judge every row in its mode; rows that cannot be judged keep a reason in `judge_status`."""
@@ -242,14 +232,3 @@ def _check_columns(batch: dict) -> None:
                                                         "image_path", "image_bytes")}
     if len(set(lengths.values())) > 1:
         raise ValueError(f"judge batch columns differ in length: {lengths}")
-
-
-def _reserved_tokens(processor) -> tuple[str, ...]:
-    """The processor's image placeholder and every special token of its tokenizer."""
-    tokenizer = getattr(processor, "tokenizer", processor)
-    tokens = set(getattr(tokenizer, "all_special_tokens", []) or [])
-    for name in ("image_token", "video_token"):
-        token = getattr(processor, name, None)
-        if isinstance(token, str) and token:
-            tokens.add(token)
-    return tuple(sorted(t for t in tokens if t.strip()))

@@ -10,7 +10,8 @@ from pathlib import Path
 from carevl.config import CarevlConfig, ModelSpec
 
 
-def judge_spec(config: CarevlConfig, judge: str | Path | None = None, backbone: str | None = None) -> ModelSpec:
+def judge_spec(config: CarevlConfig, judge: str | Path | None = None, backbone: str | None = None,
+               text_only_ok: bool = False) -> ModelSpec:
     """The judge's ModelSpec (a copy: callers may adjust it).
 
     - `judge` None: the backbone entry itself;
@@ -20,7 +21,8 @@ def judge_spec(config: CarevlConfig, judge: str | Path | None = None, backbone: 
       and revision do not carry over, since a trained folder holds plain weights of one version.
 
     `backbone` is a key in `models` (default `sft.judge_model`, the model SFT and DPO train). Raises
-    ValueError when the backbone is undefined or when the model is not a vision-language model.
+    ValueError when the backbone is undefined or when the model is not a vision-language model (a
+    causal LM is accepted as a text-only judge where `text_only_ok`: the judge service).
     """
     backbone = backbone or config.sft.judge_model
     if judge is not None and str(judge) in config.models:
@@ -31,6 +33,6 @@ def judge_spec(config: CarevlConfig, judge: str | Path | None = None, backbone: 
         name, spec = backbone, config.models[backbone].model_copy(deep=True)
         if judge is not None:
             spec = spec.model_copy(update={"path": str(judge), "gguf_file": None, "revision": None})
-    if spec.kind != "vlm":
+    if spec.kind != "vlm" and not (text_only_ok and spec.kind == "causal"):
         raise ValueError(f"judge model '{name}' has kind '{spec.kind}'; a judge is a vision-language model (vlm)")
     return spec

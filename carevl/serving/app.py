@@ -14,32 +14,37 @@ from carevl.config import ModelSpec
 from carevl.config.stages import ServeConfig
 from carevl.judge.model import JudgeModel
 from carevl.serving.builder import JudgeAppArgs, deployment_options, resolve_model_spec, resolve_settings
-from carevl.serving.engine import JudgeEngine
+from carevl.serving.engine import JudgeEngine, PairwiseJudging
 from carevl.serving.http import create_app
+from carevl.serving.vllm_engine import VLLMJudgeEngine
 
 
 @serve.deployment
 @serve.ingress()
 class JudgeService:
-    """One replica: the judge model, its batching engine, and the FastAPI app built around them."""
+    """One replica: the judge on its backend (`serve.backend`) and the FastAPI app built around it."""
 
     def __init__(self, settings: dict[str, Any], model_spec: dict[str, Any], model_cache: str) -> None:
         self.settings = ServeConfig.model_validate(settings)
         self.api_token = self.settings.api_token()  # fail at startup, never serve open by mistake
-        spec = ModelSpec.model_validate(model_spec)
-        judge = JudgeModel(spec, model_cache, batch_size=self.settings.max_batch_size,
-                           max_new_tokens=self.settings.max_new_tokens, default_mode=self.settings.default_mode,
-                           image_limits=self.settings.limits.image_limits(),
-                           allow_remote_images=self.settings.allow_remote_images)
-        self.engine = JudgeEngine(judge, self.settings)
+        self.engine = make_engine(ModelSpec.model_validate(model_spec), model_cache, self.settings)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.engine, self.api_token)
 
-    def check_health(self) -> None:
-        """Ray Serve health probe: the model is loaded and on its device."""
-        if self.engine.model.generator.model is None:
-            raise RuntimeError("judge model is not loaded")
+    async def check_health(self) -> None:
+        """Ray Serve health probe: the model is loaded (transformers) or the engine answers (vLLM)."""
+        await self.engine.check_health()
+
+
+def make_engine(spec: ModelSpec, model_cache: str, settings: ServeConfig) -> PairwiseJudging:
+    """The judge backend the settings name: transformers behind @serve.batch, or a vLLM engine."""
+    if settings.backend == "vllm":
+        return VLLMJudgeEngine(spec, model_cache, settings)
+    judge = JudgeModel(spec, model_cache, batch_size=settings.max_batch_size,
+                       max_new_tokens=settings.max_new_tokens, default_mode=settings.default_mode,
+                       image_limits=settings.limits.image_limits(), allow_remote_images=settings.allow_remote_images)
+    return JudgeEngine(judge, settings)
 
 
 def build_app(args: JudgeAppArgs) -> Application:

@@ -57,15 +57,14 @@ def resolve_model_spec(settings: ServeConfig, config: CarevlConfig) -> ModelSpec
     checkpoint path (or `tiny:<role>`) that inherits dtype, max_length, generation and resources from
     the judge backbone it was trained from (`sft.judge_model`).
 
-    The service runs the model with transformers whatever backend the entry names (vLLM serving of
-    the judge is not implemented). Rows per forward pass follow `max_batch_size`, so one dynamic
-    batch is one model call.
+    The service runs the model on `serve.backend`, whatever backend the entry names. With
+    transformers, rows per forward pass follow `max_batch_size`, so one dynamic batch is one model call.
     """
-    spec = judge_spec(config, settings.model)
+    spec = judge_spec(config, settings.model, text_only_ok=True)
     if spec.backend == "openai":
         raise ValueError(f"serve.model '{settings.model}' is an endpoint (backend openai); the judge needs "
-                         "local vlm weights")
-    spec.backend = "transformers"
+                         "local weights")
+    spec.backend = settings.backend
     spec.resources.batch_size = settings.max_batch_size
     if settings.num_cpus is not None:
         spec.resources.num_cpus = settings.num_cpus

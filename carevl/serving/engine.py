@@ -1,11 +1,15 @@
-"""The judge service's core: dynamic batching across callers around one `JudgeModel`.
+"""The judge service's core: the request logic of /v1/judge and /v1/rank over a judge backend.
 
 Every caller's pair becomes a *group* of one or two ordered pairs ((A, B), plus (B, A) when a swap
-check is asked for). Groups from concurrent callers are queued by `@serve.batch` and flattened into
-one model call, so a swap check always sees both orders in the same forward pass, and one caller's
-failure (a prompt too long for the model) never fails the others in its batch.
-Model calls run on one worker thread: the event loop keeps accepting and parsing requests while the
-model works, and the queue fills up for the next, larger batch.
+check is asked for). `PairwiseJudging` turns groups into verdicts, swap checks and rankings; a backend
+supplies `verdict_group` (p_a per ordered pair) and `explain_group` (a judgement text per ordered pair).
+
+`JudgeEngine` (transformers): groups from concurrent callers are queued by `@serve.batch` and
+flattened into one model call, so a swap check always sees both orders in the same forward pass, and
+one caller's failure (a prompt too long for the model) never fails the others in its batch. Model
+calls run on one worker thread: the event loop keeps accepting and parsing requests while the model
+works, and the queue fills up for the next, larger batch. The vLLM backend
+(`carevl.serving.vllm_engine`) needs no such queue: its engine batches continuously.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from ray import serve
 
 from carevl.config.stages import ServeConfig
 from carevl.judge.model import JudgeModel
+from carevl.judge.prompts import JudgePrompts
 from carevl.judge.rules import (
     SwapOutcome,
     combine_swap,
@@ -56,58 +61,28 @@ def _columns(pairs: list[OrderedPair]) -> dict[str, list]:
             "response_a": [p.response_a for p in pairs], "response_b": [p.response_b for p in pairs]}
 
 
-class JudgeEngine:
-    """Batched verdict and explain calls, plus the request-level logic of /v1/judge and /v1/rank."""
+class PairwiseJudging:
+    """The request-level logic of /v1/judge and /v1/rank; a backend judges the ordered pairs.
 
-    def __init__(self, judge: JudgeModel, settings: ServeConfig) -> None:
-        self.model = judge
-        self.settings = settings
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-model")
-        for handler in (self._verdict_batch, self._explain_batch):
-            handler.set_max_batch_size(settings.max_batch_size)
-            handler.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+    `model` answers the HTTP layer's checks (check_text, check_prompt_length, accepts_images, name,
+    max_new_tokens) without running the judge.
+    """
 
-    async def _run(self, fn, groups: list[list[OrderedPair]]) -> list:
-        """Run `fn` on all pairs at once; if that fails, run each group alone so errors stay local."""
-        loop = asyncio.get_running_loop()
-        flat = [p for g in groups for p in g]
-        record_judge_batch(len(flat))
-        try:
-            results = await loop.run_in_executor(self._executor, fn, _columns(flat))
-        except Exception:  # noqa: BLE001 - isolated below; a real model fault fails every group again
-            out: list = []
-            for group in groups:
-                try:
-                    out.append(await loop.run_in_executor(self._executor, fn, _columns(group)))
-                except Exception as exc:  # noqa: BLE001 - handed to that caller only
-                    out.append(exc)
-            return out
-        out, start = [], 0
-        for group in groups:
-            out.append(results[start:start + len(group)])
-            start += len(group)
-        return out
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_group_size)
-    async def _verdict_batch(self, groups: list[list[OrderedPair]]) -> list:
-        return await self._run(lambda cols: list(self.model.verdict(cols)[0]), groups)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_group_size)
-    async def _explain_batch(self, groups: list[list[OrderedPair]]) -> list:
-        return await self._run(lambda cols: [texts[0] for texts in self.model.explain(cols)], groups)
+    model: JudgeModel | JudgePrompts
+    settings: ServeConfig
+    max_new_tokens: int  # explain mode
 
     async def verdict_group(self, group: list[OrderedPair]) -> list[float]:
-        """p_a for each ordered pair of the group, computed in one shared batch."""
-        result = await self._verdict_batch(group)
-        if isinstance(result, Exception):
-            raise result
-        return [float(p) for p in result]
+        """p_a for each ordered pair of the group."""
+        raise NotImplementedError
 
     async def explain_group(self, group: list[OrderedPair]) -> list[str]:
-        result = await self._explain_batch(group)
-        if isinstance(result, Exception):
-            raise result
-        return result
+        """One judgement text (greedy) for each ordered pair of the group."""
+        raise NotImplementedError
+
+    async def check_health(self) -> None:
+        """Raise when the backend cannot answer (Ray Serve's health probe)."""
+        raise NotImplementedError
 
     async def judge(self, request: JudgeRequest, image: Image.Image | None) -> JudgeResult:
         """One /v1/judge item (also each item of /v1/judge/batch)."""
@@ -161,3 +136,62 @@ class JudgeEngine:
         return RankResult(ranking=ranked.ranking, best_index=ranked.best_index, scores=ranked.scores,
                           wins=ranked.wins, pairwise=games, model=self.settings.model,
                           latency_ms=(time.perf_counter() - start) * 1000.0)
+
+
+class JudgeEngine(PairwiseJudging):
+    """A `JudgeModel` (transformers) behind dynamic batching: verdict and explain calls across callers."""
+
+    def __init__(self, judge: JudgeModel, settings: ServeConfig) -> None:
+        self.model = judge
+        self.settings = settings
+        self.max_new_tokens = judge.max_new_tokens
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="judge-model")
+        for handler in (self._verdict_batch, self._explain_batch):
+            handler.set_max_batch_size(settings.max_batch_size)
+            handler.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    async def _run(self, fn, groups: list[list[OrderedPair]]) -> list:
+        """Run `fn` on all pairs at once; if that fails, run each group alone so errors stay local."""
+        loop = asyncio.get_running_loop()
+        flat = [p for g in groups for p in g]
+        record_judge_batch(len(flat))
+        try:
+            results = await loop.run_in_executor(self._executor, fn, _columns(flat))
+        except Exception:  # noqa: BLE001 - isolated below; a real model fault fails every group again
+            out: list = []
+            for group in groups:
+                try:
+                    out.append(await loop.run_in_executor(self._executor, fn, _columns(group)))
+                except Exception as exc:  # noqa: BLE001 - handed to that caller only
+                    out.append(exc)
+            return out
+        out, start = [], 0
+        for group in groups:
+            out.append(results[start:start + len(group)])
+            start += len(group)
+        return out
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_group_size)
+    async def _verdict_batch(self, groups: list[list[OrderedPair]]) -> list:
+        return await self._run(lambda cols: list(self.model.verdict(cols)[0]), groups)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, batch_size_fn=_group_size)
+    async def _explain_batch(self, groups: list[list[OrderedPair]]) -> list:
+        return await self._run(lambda cols: [texts[0] for texts in self.model.explain(cols)], groups)
+
+    async def verdict_group(self, group: list[OrderedPair]) -> list[float]:
+        """p_a for each ordered pair of the group, computed in one shared batch."""
+        result = await self._verdict_batch(group)
+        if isinstance(result, Exception):
+            raise result
+        return [float(p) for p in result]
+
+    async def explain_group(self, group: list[OrderedPair]) -> list[str]:
+        result = await self._explain_batch(group)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def check_health(self) -> None:
+        if self.model.generator.model is None:
+            raise RuntimeError("judge model is not loaded")

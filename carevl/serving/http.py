@@ -1,4 +1,4 @@
-"""The judge's HTTP API (FastAPI), built per replica around a `JudgeEngine`.
+"""The judge's HTTP API (FastAPI), built per replica around a `PairwiseJudging`.
 
 Error contract (never a 500 for a client's mistake): malformed JSON or fields -> 422 naming the field;
 an undecodable or disallowed image -> 400; a body, image, batch or prompt over its limit -> 413;
@@ -17,9 +17,9 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from carevl.data.images import ImageError
-from carevl.judge.model import PromptTooLong, ReservedToken
+from carevl.judge.prompts import IMAGE_NOT_SUPPORTED, PromptTooLong, ReservedToken
 from carevl.judge_format import VERDICT_PREFIX
-from carevl.serving.engine import JudgeEngine
+from carevl.serving.engine import PairwiseJudging
 from carevl.serving.inputs import decode_request_image, image_error_status
 from carevl.serving.observe import RequestMetrics
 from carevl.serving.schemas import (
@@ -146,15 +146,19 @@ def _auth_dependency(token: str | None):
 class _Inputs:
     """Request checks that need the config and the model: limits, image decoding, prompt length."""
 
-    def __init__(self, engine: JudgeEngine):
+    def __init__(self, engine: PairwiseJudging):
         self.engine, self.settings = engine, engine.settings
 
     async def image(self, value: str | None, field: str) -> Image.Image | None:
         try:
-            return await asyncio.to_thread(decode_request_image, value, self.settings.limits,
-                                           self.settings.allow_remote_images)
+            image = await asyncio.to_thread(decode_request_image, value, self.settings.limits,
+                                            self.settings.allow_remote_images)
         except ImageError as exc:
             raise FieldError(image_error_status(exc), exc.reason, field, str(exc)) from None
+        if image is not None and not self.engine.model.accepts_images:
+            raise FieldError(400, IMAGE_NOT_SUPPORTED, field, f"the judge '{self.engine.model.name}' is "
+                                                              "text-only and takes no image")
+        return image
 
     def text_allowed(self, question: str, a: str, b: str, prefix: str = "",
                      names: dict[str, str] | None = None) -> None:
@@ -180,7 +184,7 @@ class _Inputs:
         return await self.engine.judge(item, image)
 
 
-def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
+def create_app(engine: PairwiseJudging, api_token: str | None = None) -> FastAPI:
     """The FastAPI app of one replica; `api_token` None means no authentication."""
     settings = engine.settings
     app = FastAPI(title="CAREVL judge", version="1")
@@ -199,7 +203,7 @@ def create_app(engine: JudgeEngine, api_token: str | None = None) -> FastAPI:
         judge = engine.model
         return ModelInfo(model=settings.model, model_path=judge.name, default_mode=settings.default_mode,
                          verdict_prefix=VERDICT_PREFIX, max_batch_size=settings.max_batch_size,
-                         batch_wait_timeout_s=settings.batch_wait_timeout_s, max_new_tokens=judge.max_new_tokens,
+                         batch_wait_timeout_s=settings.batch_wait_timeout_s, max_new_tokens=engine.max_new_tokens,
                          tie_on_swap_disagreement=settings.tie_on_swap_disagreement,
                          allow_remote_images=settings.allow_remote_images, auth_required=api_token is not None,
                          limits=settings.limits)

@@ -33,6 +33,7 @@ from ray.train.torch import TorchTrainer
 from carevl.config import CarevlConfig, ConfigError, LoraSpec, TrainStageConfig
 from carevl.models.loading import load_vlm
 from carevl.models.specs import judge_spec
+from carevl.models.vllm_weights import rewrite_for_vllm
 from carevl.training.freeze import freeze_vision, vision_parameter_names
 
 FINAL_MARKER = "carevl_training.json"   # written into model/ last: its presence means "complete"
@@ -109,15 +110,22 @@ def load_trainable_vlm(config: CarevlConfig, stage: TrainStageConfig, path: str 
     return model, processor, prefix
 
 
+def save_judge(model, processor, out_dir: Path) -> None:
+    """Save a judge so that both transformers' `from_pretrained` and vLLM's loader read it (weight names
+    in vLLM's spelling, `carevl.models.vllm_weights`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    rewrite_for_vllm(out_dir)
+
+
 def save_final_model(trainer, processor, out_dir: Path, merge_lora: bool, resumed_from: str | None) -> None:
     """Save the trained model (LoRA adapters merged unless `merge_lora` is False), its processor and
     the training log (with the checkpoint this run resumed from, if any)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload") and merge_lora:
         model = model.merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    save_judge(model, processor, out_dir)
     resumed_step = None
     if resumed_from is not None:
         resumed_step = json.loads((Path(resumed_from) / "trainer_state.json").read_text())["global_step"]

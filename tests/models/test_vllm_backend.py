@@ -1,15 +1,17 @@
-"""The vllm backend's translation from config, built on CPU without vllm (which cannot run here)."""
+"""The vllm backend's translation from config, checked without vllm (the engines themselves run in the
+vLLM tier, `tests/models/test_vllm_engines.py`)."""
 from __future__ import annotations
 
 import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from carevl.config import load_config
 from carevl.models.backends.vllm import (
-    RUNNER_BY_TASK, engine_kwargs, processor_config, sampling_kwargs, vllm_messages,
+    RUNNER_BY_TASK, candidate_log_probs, engine_kwargs, next_token_kwargs, processor_config, sampling_kwargs,
 )
 
 
@@ -60,14 +62,29 @@ def test_sampling_greedy_and_temperature(paper):
     assert sampling_kwargs(spec, 1.0, 64, num_samples=3, seed=5)["n"] == 3
 
 
-def test_messages_carry_the_image_object():
-    from PIL import Image
+def test_prefix_cache_and_engine_args_reach_the_engine(paper):
+    spec = paper.models["qwen2-vl-7b"].model_copy(deep=True)
+    spec.generation.prefix_cache = True
+    spec.engine_args = {"enforce_eager": True, "max_num_seqs": 8}
+    kwargs = engine_kwargs(spec)
+    assert kwargs["enable_prefix_caching"] is True
+    assert kwargs["enforce_eager"] is True and kwargs["max_num_seqs"] == 8
 
-    image = Image.new("RGB", (4, 4))
-    out = vllm_messages([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}], image)
-    assert out[0]["content"][0] == {"type": "image_pil", "image_pil": image}
-    with pytest.raises(ValueError):
-        vllm_messages([{"role": "user", "content": [{"type": "image"}]}], None)
+
+def test_a_cpu_model_asks_its_placement_group_for_cpus(paper):
+    spec = paper.models["qwen2-vl-7b"].model_copy(deep=True)
+    spec.resources = spec.resources.model_copy(update={"num_gpus": 0.0, "num_cpus": 1.5})
+    assert processor_config(spec, spec.path).placement_group_config["bundles"] == [{"CPU": 2, "GPU": 0}]
+
+
+def test_verdict_log_probs_are_renormalised_over_the_candidates():
+    kwargs = next_token_kwargs([11, 22])
+    assert kwargs["logprob_token_ids"] == [11, 22] and kwargs["max_tokens"] == 1 and kwargs["temperature"] == 0
+    out = candidate_log_probs([{22: -3.0, 11: -1.0, 5: -0.1}], [11, 22])
+    assert np.exp(out).sum() == pytest.approx(1.0)
+    assert out[0] - out[1] == pytest.approx(2.0)
+    with pytest.raises(RuntimeError, match="token"):
+        candidate_log_probs([{11: -1.0}], [11, 22])
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")
@@ -76,23 +93,3 @@ def test_loading_a_vllm_model_without_vllm_says_what_is_missing(paper, tmp_path)
 
     with pytest.raises(ImportError, match="gpu extra"):
         make_scorer(paper.models["inf-orm-70b"], tmp_path)
-
-
-def test_prefilled_replies_are_continued_by_the_chat_call(paper, monkeypatch):
-    from carevl.models.backends import vllm as vllm_backend
-
-    class FakeLLM:  # records how `LLM.chat` is called; vLLM itself needs a GPU
-        def chat(self, conversations, params, use_tqdm, **template):
-            self.template = template
-            return []
-
-    gen = vllm_backend.VLLMChatGenerator.__new__(vllm_backend.VLLMChatGenerator)
-    gen.spec, gen.llm = paper.models["gpt-4o"], FakeLLM()
-    gen._vllm = type("V", (), {"SamplingParams": staticmethod(lambda **kw: kw)})
-    ask = [{"role": "user", "content": "grade"}]
-    gen.generate([ask + [{"role": "assistant", "content": "Score:"}]], [None], temperature=0.0, max_new_tokens=4)
-    assert gen.llm.template == {"add_generation_prompt": False, "continue_final_message": True}
-    gen.generate([ask], [None], temperature=0.0, max_new_tokens=4)
-    assert gen.llm.template == {"add_generation_prompt": True}
-    with pytest.raises(ValueError, match="mixes"):
-        gen.generate([ask, ask + [{"role": "assistant", "content": "Score:"}]], [None, None], 0.0, 4)

@@ -20,7 +20,7 @@ def test_serve_configs_are_valid_for_ray_and_for_the_builder(repo_root, name):
     assert app["import_path"] == "carevl.serving.app:build_app"
     settings, config = resolve_settings(JudgeAppArgs.model_validate(app["args"]))
     spec = resolve_model_spec(settings, config)
-    assert spec.kind == "vlm" and spec.backend == "transformers"
+    assert spec.kind == "vlm" and spec.backend == settings.backend
     assert spec.resources.batch_size == settings.max_batch_size
     options = deployment_options(settings, spec)
     assert options["max_ongoing_requests"] >= settings.max_batch_size
@@ -33,6 +33,7 @@ def test_gpu_config_autoscales_on_gpus(repo_root):
     assert options["ray_actor_options"]["num_gpus"] == 1
     assert "num_replicas" not in options and options["autoscaling_config"]["max_replicas"] == 8
     assert settings.api_token_env == "CAREVL_JUDGE_TOKEN"
+    assert settings.backend == "vllm"
 
 
 def test_args_override_the_config_serve_section_field_by_field():

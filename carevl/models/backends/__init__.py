@@ -16,7 +16,7 @@ from pathlib import Path
 from carevl.config import ModelSpec
 from carevl.models.backends.openai import OpenAIGenerator
 from carevl.models.backends.transformers import RewardScorer, TextGenerator, VLMGenerator
-from carevl.models.backends.vllm import VLLMChatGenerator, VLLMRewardScorer
+from carevl.models.backends.vllm import VLLMChatGenerator, VLLMRewardScorer, VLLMTextGenerator
 
 
 def make_generator(spec: ModelSpec, model_cache: Path, request_cache: str | Path | None = None):
@@ -32,8 +32,10 @@ def make_generator(spec: ModelSpec, model_cache: Path, request_cache: str | Path
 
 
 def make_text_generator(spec: ModelSpec, model_cache: Path):
-    """A text-only generator: a causal LM in process, or any VLM backend called without images."""
+    """A text-only generator: a causal LM (transformers or vLLM), or any VLM backend called without images."""
     if spec.kind == "causal":
+        if spec.backend == "vllm":
+            return VLLMTextGenerator(spec, Path(model_cache))
         return TextGenerator(spec, Path(model_cache))
     return make_generator(spec, model_cache)
 
