@@ -83,11 +83,12 @@ def decoder_params(shape: ModelShape) -> int:
 
     Per layer: Q and O projections (hidden x heads*head_dim each), K and V (hidden x kv_heads*head_dim
     each; Qwen2 adds biases to Q, K and V), a gated MLP (3 x hidden x intermediate) and its RMSNorm
-    weights (2 per layer; Gemma 2 has 4). Plus the embedding, the final norm and the head.
+    weights (2 per layer; Gemma 2 has 4; Qwen3 adds a per-head RMSNorm on Q and on K, head_dim each).
+    Plus the embedding, the final norm and the head.
     """
     h, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
     attention = 2 * h * q + 2 * h * kv + (q + 2 * kv if shape.family == "qwen2" else 0)
-    norms = (4 if shape.family == "gemma2" else 2) * h
+    norms = (4 if shape.family == "gemma2" else 2) * h + (2 * shape.head_dim if shape.family == "qwen3" else 0)
     per_layer = attention + 3 * h * shape.intermediate + norms
     return shape.layers * per_layer + shape.embedding_params + h + _head_params(shape)
 
