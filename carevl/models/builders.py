@@ -84,8 +84,8 @@ _FAMILY_EXTRA = {"gemma2": dict(query_pre_attn_scalar=32, sliding_window=256)}
 # The five experts differ in architecture, seed, data, label noise, caption noise and question mix
 # (category weights in `carevl.data.synth.CATEGORIES` order), so that their errors differ.
 EXPERT_RECIPES = {
-    "rm_llama": ("llama", ExpertRecipe(seed=11, label_noise=0.05, caption_noise=0.10)),
-    "rm_qwen2": ("qwen2", ExpertRecipe(seed=12, label_noise=0.15, caption_noise=0.05,
+    "rm_llama": ("llama", ExpertRecipe(seed=11, items=900, label_noise=0.05, caption_noise=0.10)),
+    "rm_qwen2": ("qwen2", ExpertRecipe(seed=12, items=900, label_noise=0.15, caption_noise=0.05,
                                        category_weights=(0.5, 1.0, 1.0, 1.0))),
     "rm_gemma2": ("gemma2", ExpertRecipe(seed=13, label_noise=0.10, caption_noise=0.20,
                                          category_weights=(1.0, 0.5, 1.0, 1.0))),

@@ -41,7 +41,8 @@ CAPTION_ROLE = "vlm_micro"
 EXPERT_ROLES = ("rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3")
 ROLES = ("vlm", CAPTION_ROLE, *EXPERT_ROLES, "scorer")
 # Relative build cost of each role (single-thread seconds, measured), used to balance parallel builds.
-BUILD_COST = {"vlm": 30, CAPTION_ROLE: 300, **{role: 75 for role in EXPERT_ROLES}, "scorer": 25}
+BUILD_COST = {"vlm": 30, CAPTION_ROLE: 300, **{role: 75 for role in EXPERT_ROLES}, "rm_llama": 110, "rm_qwen2": 110,
+              "scorer": 25}
 
 
 def read_marker(folder: Path) -> dict:

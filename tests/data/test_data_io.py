@@ -26,7 +26,7 @@ def _rows(n: int) -> list[dict]:
     return [{"item_id": f"i{i}", "image_path": None, "image_bytes": bytes([i % 256, 0, 255]),
              "question": f"q{i} é", "responses": ["a", f"b{i}"], "response_models": ["m1", "m2"],
              "judgements": [{"a": 0, "b": 1, "choice": "A", "explanation": "because"}],
-             "gold_scores": [1.0, 0.0], "category": "counting"} for i in range(n)]
+             "gold_scores": [1.0, 0.0], "category": "counting", "caption": None} for i in range(n)]
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
