@@ -35,7 +35,7 @@ import torch
 
 from carevl.models.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
 
-KIT_VERSION = 4
+KIT_VERSION = 5
 MARKER = "carevl_tiny_model.json"
 CAPTION_ROLE = "vlm_micro"
 EXPERT_ROLES = ("rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3")
