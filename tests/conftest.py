@@ -45,3 +45,29 @@ def provider():
     fake = start_provider()
     yield fake
     fake.stop()
+
+
+MINIATURE_SEED = int(os.environ.get("CAREVL_EFFECT_SEED", "0"))
+
+
+@pytest.fixture(scope="session")
+def miniature_curation(ray_local, tmp_path_factory) -> dict[str, Path]:
+    """The demo's scale, curated once per session for the effect tests: 40 synthetic items (the strong
+    judge's shipped verdicts right 75% of the time), held-out evaluation pairs of the next seed, the
+    curation run and its label audit. The seed comes from CAREVL_EFFECT_SEED (default 0)."""
+    from ray_jobs import audit as audit_job
+    from ray_jobs import curate as curate_job
+    from ray_jobs import synth_data as synth_job
+    from tests.jobs import job_status
+
+    root = tmp_path_factory.mktemp("miniature")
+    seed = ["--set", f"seed={MINIATURE_SEED}"]
+    paths = {name: root / name for name in ("items", "eval", "run", "audit")}
+    assert job_status(synth_job.main, [*seed, "--output", str(paths["items"]), "--items", "40",
+                                       "--seed", str(MINIATURE_SEED), "--judge-accuracy", "0.75"]) == 0
+    assert job_status(synth_job.main, [*seed, "--output", str(paths["eval"]), "--eval-pairs", "64",
+                                       "--seed", str(MINIATURE_SEED + 1)]) == 0
+    assert job_status(curate_job.main, [*seed, "--input", str(paths["items"]), "--output", str(paths["run"])]) == 0
+    assert job_status(audit_job.main, [*seed, "--run", str(paths["run"]), "--gold", str(paths["items"]),
+                                       "--output", str(paths["audit"])]) == 0
+    return {**paths, "root": root, "seed": MINIATURE_SEED}

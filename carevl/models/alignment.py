@@ -10,9 +10,13 @@ for CLIP's pretraining and keeps LLaVA's two stages:
 1. feature alignment: vision tower frozen, the projector maps every patch onto the language model's
    word embeddings of its colour and shape words (LLaVA stage 1);
 2. instruction tuning: vision tower still frozen, projector and language model learn, in equal parts,
-   to write the grid caption of `carevl.data.captions` in answer to the curation caption prompt and to
-   answer one question about the image (LLaVA stage 2: visual instructions). The model so never
-   sees a pair of answers or a verdict: it can describe and answer, not judge.
+   three kinds of visual instruction (LLaVA stage 2): write the grid caption of `carevl.data.captions`
+   in answer to the curation caption prompt; answer one question about the image; and say whether one
+   given answer to such a question is right, naming any object it invents. Instruction data of real
+   LVLMs hold all three (captions, VQA, yes/no checks of a statement), and a judge needs the third to
+   read answers against the image at all: without it, SFT on the demo's ~90 high-confidence pairs
+   left the micro judge at chance. The model still never sees two answers side by side or a verdict:
+   it can describe, answer and check one answer, not compare and judge.
 
 The loops are plain PyTorch rather than a generic trainer: the steps are tiny, and computing logits
 only for the caption tokens (`logits_to_keep`) roughly halves each step on CPU. Data are pure
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 
 from carevl.data.captions import EMPTY, grid_caption
 from carevl.data.shapes import COLORS, GRID, SHAPES, Scene, draw_scene, make_scene
-from carevl.data.synth import CATEGORIES, item_rng, make_task
+from carevl.data.synth import CATEGORIES, SynthSpec, item_rng, make_response, make_task
 from carevl.prompts import caption_messages
 
 COLOR_CLASSES = (EMPTY, *COLORS)   # class 0: no shape in the cell
@@ -41,7 +45,7 @@ class AlignmentRecipe:
     image_size: int = 64
     vision_steps: int = 100
     projector_steps: int = 100
-    instruction_steps: int = 900
+    instruction_steps: int = 1200
     vision_batch: int = 64
     instruction_batch: int = 16
     vision_lr: float = 3e-3
@@ -127,15 +131,38 @@ def align_projector(model, processor, recipe: AlignmentRecipe) -> list[float]:
     return losses
 
 
+CHECK_TEMPLATE = "Question: {question}\n\n[Answer]\n{answer}\n[End of Answer]\n\nIs this answer right about the image?"
+
+
+def answer_check(scene: Scene, task, rng) -> tuple[str, str]:
+    """(user text, target) of one answer-checking example: a candidate answer drawn as the synthetic
+    data draws them (right or wrong with equal odds, sometimes with an invented object or filler), and
+    whether it is right, plus the invented object if there is one."""
+    spec = SynthSpec()
+    correct = rng.random() < 0.5
+    answer = make_response(rng, scene, task, correct, rng.random() < spec.hallucination_rate,
+                           rng.random() < spec.verbose_rate)
+    target = "Yes, it is right." if correct else "No, it is wrong."
+    if answer.hallucination:
+        thing = answer.hallucination
+        target += f" It mentions {'an' if thing[0] in 'aeiou' else 'a'} {thing}, which the image does not show."
+    return CHECK_TEMPLATE.format(question=task.question, answer=answer.text), target
+
+
 def instruction(processor, scene: Scene, rng, caption_prompt: str) -> tuple[str, str]:
-    """(prompt text, target text) of one stage-2 example: the grid caption, or, with probability 1/2,
-    the answer to a question about the scene."""
-    if rng.random() < 0.5:
+    """(prompt text, target text) of one stage-2 example, each kind with probability 1/3: the grid
+    caption, the answer to a question about the scene, or the check of one candidate answer."""
+    kind = rng.random()
+    if kind < 1 / 3:
         return caption_prompt, grid_caption(scene)
     task = make_task(rng, scene, CATEGORIES)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": task.question}]}]
+    if kind < 2 / 3:
+        text, target = task.question, rng.choice(task.right)
+    else:
+        text, target = answer_check(scene, task, rng)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     prompt = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt, rng.choice(task.right)
+    return prompt, target
 
 
 def completion_batch(processor, prompts: list[str], targets: list[str], scenes: list[Scene]):
@@ -162,7 +189,7 @@ def completion_loss(model, enc: dict, labels: torch.Tensor) -> torch.Tensor:
 
 
 def tune_instructions(model, processor, recipe: AlignmentRecipe) -> list[float]:
-    """Stage 2: projector + language model write captions and answers (vision tower stays frozen)."""
+    """Stage 2: projector + language model write captions, answers and answer checks (vision frozen)."""
     model.model.vision_tower.requires_grad_(False)
     caption_prompt = processor.tokenizer.apply_chat_template(caption_messages(), tokenize=False,
                                                              add_generation_prompt=True)

@@ -35,13 +35,13 @@ import torch
 
 from carevl.models.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
 
-KIT_VERSION = 5
+KIT_VERSION = 6
 MARKER = "carevl_tiny_model.json"
 CAPTION_ROLE = "vlm_micro"
 EXPERT_ROLES = ("rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3")
 ROLES = ("vlm", CAPTION_ROLE, *EXPERT_ROLES, "scorer")
 # Relative build cost of each role (single-thread seconds, measured), used to balance parallel builds.
-BUILD_COST = {"vlm": 30, CAPTION_ROLE: 300, **{role: 75 for role in EXPERT_ROLES}, "rm_llama": 110, "rm_qwen2": 110,
+BUILD_COST = {"vlm": 30, CAPTION_ROLE: 390, **{role: 75 for role in EXPERT_ROLES}, "rm_llama": 110, "rm_qwen2": 110,
               "scorer": 25}
 
 

@@ -15,33 +15,20 @@ high plus the low set's labels, were not reliably at or above the judge: +0.061 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from carevl.audit.report import headline
-from ray_jobs import audit as audit_job
-from ray_jobs import curate as curate_job
-from ray_jobs import synth_data as synth_job
-from tests.jobs import job_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SEED = int(os.environ.get("CAREVL_EFFECT_SEED", "0"))
 HIGH_OVER_JUDGE = 0.03
 
 
 @pytest.fixture(scope="module")
-def audit(ray_local, tmp_path_factory):
-    root = tmp_path_factory.mktemp("label-effect")
-    seed = ["--set", f"seed={SEED}"]
-    assert job_status(synth_job.main, [*seed, "--output", str(root / "items"), "--items", "40",
-                                       "--seed", str(SEED), "--judge-accuracy", "0.75"]) == 0
-    assert job_status(curate_job.main, [*seed, "--input", str(root / "items"), "--output", str(root / "run")]) == 0
-    assert job_status(audit_job.main, [*seed, "--run", str(root / "run"), "--gold", str(root / "items"),
-                                       "--output", str(root / "audit")]) == 0
-    figures = headline(json.loads((root / "audit" / "report.json").read_text()))
-    print("label effect:", json.dumps(figures))
+def audit(miniature_curation):
+    figures = headline(json.loads((miniature_curation["audit"] / "report.json").read_text()))
+    print(f"label effect (seed {miniature_curation['seed']}):", json.dumps(figures))
     return figures
 
 

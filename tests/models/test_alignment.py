@@ -1,0 +1,35 @@
+"""The answer-checking instructions of the micro LLaVA's alignment: the target says "right" exactly
+when the checked answer states a right claim, and names the object an answer invents."""
+from __future__ import annotations
+
+import random
+
+from carevl.data.shapes import make_scene
+from carevl.data.synth import CATEGORIES, make_task
+from carevl.models.alignment import CHECK_TEMPLATE, answer_check
+
+
+def test_answer_checks_are_true_to_the_scene():
+    verdicts, inventions = [], 0
+    for i in range(300):
+        rng = random.Random(i)
+        scene = make_scene(rng, 64)
+        task = make_task(rng, scene, CATEGORIES)
+        text, target = answer_check(scene, task, rng)
+        answer = text.split("[Answer]\n", 1)[1].split("\n[End of Answer]", 1)[0]
+        assert text == CHECK_TEMPLATE.format(question=task.question, answer=answer)
+        right = any(claim in answer for claim in task.right)
+        wrong = any(claim in answer for claim in task.wrong)
+        assert right != wrong, (answer, task.right, task.wrong)
+        assert target.startswith("Yes, it is right." if right else "No, it is wrong."), (answer, target)
+        if "which the image does not show" in target:
+            invented = target.split("It mentions ", 1)[1].split(",", 1)[0].split(" ", 1)[1]  # article dropped
+            assert invented in answer and invented not in scene_objects(scene)
+            inventions += 1
+        verdicts.append(right)
+    assert 0.4 < sum(verdicts) / len(verdicts) < 0.6   # right and wrong answers in about equal parts
+    assert 30 < inventions < 120                       # about a quarter of answers invent an object
+
+
+def scene_objects(scene) -> set[str]:
+    return {f"{shape.color} {shape.kind}" for shape in scene.shapes}
