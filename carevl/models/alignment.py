@@ -149,14 +149,16 @@ def answer_check(scene: Scene, task, rng) -> tuple[str, str]:
     return CHECK_TEMPLATE.format(question=task.question, answer=answer.text), target
 
 
-def instruction(processor, scene: Scene, rng, caption_prompt: str) -> tuple[str, str]:
-    """(prompt text, target text) of one stage-2 example, each kind with probability 1/3: the grid
-    caption, the answer to a question about the scene, or the check of one candidate answer."""
-    kind = rng.random()
-    if kind < 1 / 3:
+INSTRUCTION_KINDS = ("caption", "question", "check")
+
+
+def instruction(processor, scene: Scene, rng, caption_prompt: str, kind: str) -> tuple[str, str]:
+    """(prompt text, target text) of one stage-2 example of `kind`: the grid caption, the answer to a
+    question about the scene, or the check of one candidate answer."""
+    if kind == "caption":
         return caption_prompt, grid_caption(scene)
     task = make_task(rng, scene, CATEGORIES)
-    if kind < 2 / 3:
+    if kind == "question":
         text, target = task.question, rng.choice(task.right)
     else:
         text, target = answer_check(scene, task, rng)
@@ -203,8 +205,11 @@ def tune_instructions(model, processor, recipe: AlignmentRecipe) -> list[float]:
     for step in range(total):
         start = step * recipe.instruction_batch
         scenes = training_scenes(recipe, "instructions", start, recipe.instruction_batch)
+        # One kind per step, in turn: each batch pads only to its own kind's lengths (the checks'
+        # prompts are long, the captions' targets are), about a third less work than mixed batches.
+        kind = INSTRUCTION_KINDS[step % len(INSTRUCTION_KINDS)]
         examples = [instruction(processor, scene, item_rng(recipe.seed, start + k, "align-questions"),
-                                caption_prompt) for k, scene in enumerate(scenes)]
+                                caption_prompt, kind) for k, scene in enumerate(scenes)]
         loss = completion_loss(model, *completion_batch(processor, [p for p, _ in examples],
                                                         [t for _, t in examples], scenes))
         loss.backward()
