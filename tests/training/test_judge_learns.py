@@ -7,7 +7,9 @@ are evaluated as the pipeline evaluates them: verdict mode with the A/B swap che
 inconsistent pair counting as wrong.
 
 Spread measured over seeds 0, 1, 2 with this test's own code (`CAREVL_EFFECT_SEED=s pytest ...`):
-    SPREAD_PLACEHOLDER
+    base 0.000 / 0.000 / 0.000 (it names the same position whatever the order: position consistency 0),
+    SFT 0.468 / 0.441 / 0.460 (position consistency 0.59 / 0.55 / 0.64; 83 / 82 / 106 high pairs,
+    each shown in both orders), a gain of +0.47 / +0.44 / +0.46 over the base judge.
 The margin sits at about half the smallest gain seen: an SFT that learns from flipped or shuffled
 labels, or does not learn at all, stays near the base judge and fails.
 """
@@ -23,7 +25,7 @@ from tests.jobs import job_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SFT_OVER_BASE = 0.08
+SFT_OVER_BASE = 0.20
 
 
 def evaluate(curation: dict, judge: str, out) -> dict:
