@@ -53,7 +53,9 @@ def test_parallel_groups_balance_the_cost_and_cover_every_role():
     roles = list(tiny.ROLES)
     groups = tiny.plan_groups(roles, 2)
     assert sorted(r for g in groups for r in g) == sorted(roles)
-    assert len(groups) == 2 and ["vlm_micro"] in [g[:1] for g in groups]
+    assert len(groups) == 2
+    # The micro LLaVA, the longest build, shares its process with none of the experts.
+    assert not set(next(g for g in groups if "vlm_micro" in g)) & set(tiny.EXPERT_ROLES), groups
     loads = [sum(tiny.BUILD_COST[r] for r in g) for g in groups]
     assert max(loads) - min(loads) <= max(tiny.BUILD_COST.values())
     assert tiny.plan_groups(["rm_llama"], 2) == [["rm_llama"]]
