@@ -5,6 +5,7 @@ duplicated and time. Shared by tests/cluster/test_curation_faults.py and benchma
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -59,8 +60,13 @@ def submit(cluster: LocalCluster, command: list[str], wait: bool) -> str:
 
 
 def status(cluster: LocalCluster, job_id: str) -> str:
-    out = cluster.cli(["ray", "job", "status", "--address", cluster.dashboard, job_id], check=False)
-    return next((s for s in TERMINAL + ("RUNNING", "PENDING") if s in out), "UNKNOWN")
+    """The job's status from Ray's state API (`ray job status` prints a sentence, not the status name:
+    "Job '...' succeeded")."""
+    try:
+        jobs = cluster.state("jobs", f"submission_id={job_id}")
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired):  # the dashboard busy or restarting: ask again
+        return "UNKNOWN"
+    return next((str(j.get("status")) for j in jobs if j.get("submission_id") == job_id), "UNKNOWN")
 
 
 def wait_terminal(cluster: LocalCluster, job_id: str, timeout_s: float = 900) -> str:
@@ -97,6 +103,14 @@ def count_rows(run_dir: Path, expected: list[str]) -> tuple[int, int, int]:
     duplicated = sum(n - 1 for n in counts.values() if n > 1) + sum(n for p, n in counts.items() if p not in set(expected))
     quarantined = sum(pq.read_table(f).num_rows for f in (run_dir / "quarantine").glob("*.parquet"))
     return lost, duplicated, quarantined
+
+
+def kill_pid(cluster: LocalCluster, pid: int) -> None:
+    """SIGKILL `pid`, after checking that it is one of this cluster's processes."""
+    procs = [p for p in cluster.processes() if p.pid == pid]
+    if not procs:
+        raise RuntimeError(f"pid {pid} is not a process of this cluster")
+    procs[0].kill()
 
 
 def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path, expected: list[str],
@@ -140,10 +154,10 @@ def expert_actor_killed(cluster: LocalCluster, items: Path, run_dir: Path, expec
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
     wait_for_units(cluster, job, run_dir, 1)
-    actors = cluster.processes("ExpertScorer")
-    if not actors:
-        raise RuntimeError("no ExpertScorer actor process found")
-    actors[0].kill()
+    pids = cluster.actor_pids("ExpertScorer")
+    if not pids:
+        raise RuntimeError("no ALIVE ExpertScorer actor in `ray list actors`")
+    kill_pid(cluster, pids[0])
     return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
 
 
@@ -153,9 +167,10 @@ def driver_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: l
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
     wait_for_units(cluster, job, run_dir, 1)
-    [driver] = [p for p in cluster.processes("ray_jobs.curate") if str(run_dir) in " ".join(p.cmdline())
-                and "job submit" not in " ".join(p.cmdline())]
-    driver.kill()
+    pid = cluster.driver_pid(job)
+    if pid is None:
+        raise RuntimeError(f"job {job} has no driver pid in `ray list jobs`")
+    kill_pid(cluster, pid)
     state = wait_terminal(cluster, job)
     return _finish(cluster, "driver SIGKILL + resubmit", command, run_dir, expected,
                    "FAILED" if state == "SUCCEEDED" else state, start)

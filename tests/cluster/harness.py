@@ -7,6 +7,7 @@ Used by the fault tests in tests/ and by benchmarks/cluster_faults.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -139,11 +140,34 @@ class LocalCluster:
         raylet.send_signal(signal.SIGKILL)
         return raylet.pid
 
-    def alive_nodes(self) -> int:
-        import json
+    def state(self, resource: str, *filters: str, detail: bool = False) -> list[dict]:
+        """Rows of `ray list <resource>` (Ray's state API through the dashboard), e.g. filters
+        ("class_name=_MapWorker", "state=ALIVE")."""
+        cmd = ["ray", "list", resource, "--address", self.dashboard, "--format", "json", "--limit", "1000"]
+        for f in filters:
+            cmd += ["--filter", f]
+        done = subprocess.run(cmd + (["--detail"] if detail else []), env=self.env, cwd=REPO,
+                              capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stderr[-3000:]}")
+        return [] if done.stdout.startswith("No resource") else json.loads(done.stdout)
 
-        out = self.cli(["ray", "list", "nodes", "--address", self.dashboard, "--format", "json", "--limit", "100"])
-        return sum(1 for n in json.loads(out) if n.get("state") == "ALIVE")
+    def alive_nodes(self) -> int:
+        return sum(1 for n in self.state("nodes") if n.get("state") == "ALIVE")
+
+    def actor_pids(self, name_part: str) -> list[int]:
+        """Pids of the ALIVE actors whose class or repr contains `name_part` (the actors of a Ray Data
+        pool are `_MapWorker`s shown as e.g. "MapWorker(MapBatches(ExpertScorer))")."""
+        return [int(a["pid"]) for a in self.state("actors", "state=ALIVE", detail=True)
+                if a.get("pid") and name_part in f"{a.get('class_name')} {a.get('repr_name')}"]
+
+    def driver_pid(self, submission_id: str) -> int | None:
+        """Pid of the driver process of a `ray job submit` job, once it has connected to the cluster."""
+        for job in self.state("jobs", detail=True):
+            if job.get("submission_id") == submission_id:
+                pid = (job.get("driver_info") or {}).get("pid")
+                return int(pid) if pid else None
+        return None
 
     def wait_for_nodes(self, n: int, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
