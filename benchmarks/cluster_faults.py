@@ -76,7 +76,7 @@ def judge_table(cluster: LocalCluster, requests: int, hostile: int, scratch: Pat
     url = start_judge(cluster, scratch, replicas=2)
     load = asyncio.run(load_with_replica_kill(cluster, url, requests=requests, concurrency=8,
                                               kill_after=requests // 4))
-    restore = wait_running(cluster, 2, timeout_s=300)
+    restore = wait_running(cluster, 2, timeout_s=300, killed_pid=load.killed_pid)
     results = asyncio.run(send_hostile(url, hostile_requests(hostile, seed=1)))
     return {"replica_kill": {"requests": load.sent, "ok": load.ok, "failed": len(load.failed),
                              "load_seconds": round(load.seconds, 1), "replicas_back_after_s": round(restore, 1),

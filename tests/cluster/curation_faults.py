@@ -69,12 +69,18 @@ def status(cluster: LocalCluster, job_id: str) -> str:
     return next((str(j.get("status")) for j in jobs if j.get("submission_id") == job_id), "UNKNOWN")
 
 
+LIVE_GAUGE = "ray_carevl_curation_pairs_per_second"
+
+
 def wait_terminal(cluster: LocalCluster, job_id: str, timeout_s: float = 900) -> str:
+    """The job's final status; while it runs, the metrics endpoints are sampled for the driver's gauge."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = status(cluster, job_id)
         if state in TERMINAL:
             return state
+        if state == "RUNNING":
+            cluster.sample_metrics(LIVE_GAUGE)
         time.sleep(2)
     raise TimeoutError(f"job {job_id} not finished after {timeout_s}s")
 

@@ -55,6 +55,7 @@ class LocalCluster:
     env_extra: dict = field(default_factory=dict)
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     nodes: list[Node] = field(default_factory=list)
+    live_metrics: list[str] = field(default_factory=list)  # see sample_metrics
     root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cvc", dir="/tmp"))
 
     def __post_init__(self):
@@ -195,6 +196,14 @@ class LocalCluster:
             except httpx.HTTPError:
                 continue
         return "\n".join(texts)
+
+    def sample_metrics(self, wanted: str) -> None:
+        """Keep the metrics text (the last three) when it holds a sample of `wanted`. A gauge is a live
+        value: Ray's agent drops it a few report intervals after the process that set it exits, so a
+        driver's gauge can only be seen while its job runs."""
+        text = self.metrics_text()
+        if f"{wanted}{{" in text:
+            self.live_metrics = [*self.live_metrics[-2:], text]
 
     def stop(self) -> None:
         # Rounds until none is left: a dying raylet or agent may still start a child for a moment.
