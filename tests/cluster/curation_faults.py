@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any, Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -28,6 +29,8 @@ class FaultRun:
     rows_duplicated: int
     seconds: float         # from the first submission to the successful end
     quarantined: int = 0
+    units_total: int = 0
+    units_at_fault: int = 0  # units published when the fault struck (mid-run: 0 < this < units_total)
 
     def as_row(self) -> dict:
         return self.__dict__.copy()
@@ -40,11 +43,16 @@ def write_items(folder: Path, items: int, seed: int) -> tuple[Path, list[str]]:
     return path, [f"{r['item_id']}:{j['a']}-{j['b']}" for r in rows for j in r["judgements"]]
 
 
+FAULT_ITEMS = 24  # enough units that the last ones are still running seconds after the first one
+
+
 def curate_command(items: Path, run_dir: Path) -> list[str]:
     cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
-    # One item per unit and per model call, so units finish one by one and a fault lands mid-run.
-    for override in tiny_overrides(unit_items=1) + ["models.vlm.resources.batch_size=1",
-                                                     "models.rm_llama.resources.batch_size=1"]:
+    # One item per unit and per model call, so units finish one by one and a fault lands mid-run; the
+    # preset's full caption length (96 tokens) keeps each unit a fraction of a second long, where the
+    # micro models would otherwise finish every unit within a second of the first one.
+    fast = [o for o in tiny_overrides(unit_items=1) if not o.startswith("models.vlm.generation.max_new_tokens")]
+    for override in fast + ["models.vlm.resources.batch_size=1", "models.rm_llama.resources.batch_size=1"]:
         cmd += ["--set", override]
     return cmd
 
@@ -90,14 +98,27 @@ def finished_units(run_dir: Path) -> int:
     return len(list(folder.glob("*.json"))) if folder.exists() else 0
 
 
-def wait_for_units(cluster: LocalCluster, job_id: str, run_dir: Path, n: int, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while finished_units(run_dir) < n:
-        if status(cluster, job_id) in TERMINAL:
-            raise RuntimeError(f"job {job_id} ended before {n} units were finished")
+def wait_for(cluster: LocalCluster, job_id: str, probe: Callable[[], Any], what: str,
+             timeout_s: float = 600, status_every_s: float = 5) -> Any:
+    """Poll `probe` every 0.1 s until it returns something truthy (that is returned); the job's status
+    is asked only every `status_every_s` (a state API call takes seconds on a busy machine, and a
+    fault must strike right after its trigger)."""
+    deadline, asked = time.monotonic() + timeout_s, time.monotonic()
+    while not (found := probe()):
+        if time.monotonic() - asked > status_every_s:
+            if status(cluster, job_id) in TERMINAL:
+                raise RuntimeError(f"job {job_id} ended before {what}")
+            asked = time.monotonic()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{n} units not finished after {timeout_s}s")
-        time.sleep(0.5)
+            raise TimeoutError(f"no {what} after {timeout_s}s")
+        time.sleep(0.1)
+    return found
+
+
+def wait_for_units(cluster: LocalCluster, job_id: str, run_dir: Path, n: int, timeout_s: float = 600) -> int:
+    """Wait until `n` units are published; returns how many are."""
+    wait_for(cluster, job_id, lambda: finished_units(run_dir) >= n, f"{n} finished units", timeout_s)
+    return finished_units(run_dir)
 
 
 def count_rows(run_dir: Path, expected: list[str]) -> tuple[int, int, int]:
@@ -111,16 +132,15 @@ def count_rows(run_dir: Path, expected: list[str]) -> tuple[int, int, int]:
     return lost, duplicated, quarantined
 
 
-def kill_pid(cluster: LocalCluster, pid: int) -> None:
-    """SIGKILL `pid`, after checking that it is one of this cluster's processes."""
-    procs = [p for p in cluster.processes() if p.pid == pid]
-    if not procs:
-        raise RuntimeError(f"pid {pid} is not a process of this cluster")
-    procs[0].kill()
+def strike(cluster: LocalCluster, job_id: str, run_dir: Path, fault: Callable[[], Any]) -> int:
+    """Apply `fault` as soon as the first unit is published; returns the units published by then."""
+    wait_for_units(cluster, job_id, run_dir, 1)
+    fault()
+    return finished_units(run_dir)
 
 
 def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path, expected: list[str],
-            first_state: str, start: float) -> FaultRun:
+            first_state: str, start: float, units_at_fault: int = 0) -> FaultRun:
     """Re-submit until the job succeeds (at most twice more), then count the rows."""
     attempts, state = 1, first_state
     while state != "SUCCEEDED" and attempts < 3:
@@ -131,7 +151,8 @@ def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path,
     lost, duplicated, quarantined = count_rows(run_dir, expected)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rows_conserved"], summary
-    return FaultRun(name, attempts, len(expected), lost, duplicated, round(time.monotonic() - start, 1), quarantined)
+    return FaultRun(name, attempts, len(expected), lost, duplicated, round(time.monotonic() - start, 1), quarantined,
+                    summary["run"]["units_total"], units_at_fault)
 
 
 def clean_run(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
@@ -142,44 +163,43 @@ def clean_run(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[
 
 
 def raylet_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
-    """SIGKILL the raylet of the last worker node after the first finished unit; a new node joins."""
+    """SIGKILL the raylet of the worker node that hosts the expert actor (with every worker process on
+    it) right after the first published unit; a new node joins."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    wait_for_units(cluster, job, run_dir, 1)
-    victim = cluster.nodes[-1]
-    cluster.kill_node(victim)
+    hosts = wait_for(cluster, job, lambda: [n for n in map(cluster.node_of, cluster.actor_pids("ExpertScorer"))
+                                            if n is not None and n is not cluster.nodes[0]], "expert actor")
+    victim = hosts[0]
+    at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_node(victim))
     cluster.nodes.remove(victim)
     cluster.add_worker(f"{victim.name}r")  # the autoscaler's replacement node
-    return _finish(cluster, "worker raylet SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
+    return _finish(cluster, "worker raylet SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start,
+                   at_fault)
 
 
 def expert_actor_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
-    """SIGKILL the expert scorer's actor process after the first finished unit."""
+    """SIGKILL the expert scorer's actor process right after the first published unit."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    wait_for_units(cluster, job, run_dir, 1)
-    pids = cluster.actor_pids("ExpertScorer")
-    if not pids:
-        raise RuntimeError("no ALIVE ExpertScorer actor in `ray list actors`")
-    kill_pid(cluster, pids[0])
-    return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
+    [pid, *_] = wait_for(cluster, job, lambda: cluster.actor_pids("ExpertScorer"), "expert actor")
+    at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_pid(pid))
+    return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start,
+                   at_fault)
 
 
 def driver_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
-    """SIGKILL the job's driver after the first finished unit, then `ray job submit` the same command."""
+    """SIGKILL the job's driver right after the first published unit, then `ray job submit` the same
+    command again."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    wait_for_units(cluster, job, run_dir, 1)
-    pid = cluster.driver_pid(job)
-    if pid is None:
-        raise RuntimeError(f"job {job} has no driver pid in `ray list jobs`")
-    kill_pid(cluster, pid)
+    pid = wait_for(cluster, job, lambda: cluster.driver_pid(job), "driver pid in `ray list jobs`")
+    at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_pid(pid))
     state = wait_terminal(cluster, job)
     return _finish(cluster, "driver SIGKILL + resubmit", command, run_dir, expected,
-                   "FAILED" if state == "SUCCEEDED" else state, start)
+                   "FAILED" if state == "SUCCEEDED" else state, start, at_fault)
 
 
 SCENARIOS = {"raylet": raylet_killed, "actor": expert_actor_killed, "driver": driver_killed}

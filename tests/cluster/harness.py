@@ -135,6 +135,22 @@ class LocalCluster:
                   in " ".join(p.cmdline())]
         return proc
 
+    def node_of(self, pid: int) -> Node | None:
+        """The node whose raylet started process `pid` (a worker process descends from its raylet)."""
+        try:
+            lines = [" ".join(p.cmdline()) for p in psutil.Process(pid).parents()]
+        except psutil.Error:
+            return None
+        return next((n for n in self.nodes for line in lines
+                     if f"--node_manager_port={n.node_manager_port}" in line), None)
+
+    def kill_pid(self, pid: int) -> None:
+        """SIGKILL `pid`, after checking that it is one of this cluster's processes."""
+        proc = psutil.Process(pid)
+        if proc.environ().get(MARKER_ENV) != self.marker:
+            raise RuntimeError(f"pid {pid} is not a process of this cluster")
+        proc.kill()
+
     def kill_node(self, node: Node) -> int:
         """SIGKILL the raylet of `node` (its workers then die with it); returns the raylet's pid."""
         raylet = self.raylet(node)

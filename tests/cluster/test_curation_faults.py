@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.cluster.curation_faults import LIVE_GAUGE, SCENARIOS, clean_run, write_items
+from tests.cluster.curation_faults import FAULT_ITEMS, LIVE_GAUGE, SCENARIOS, clean_run, write_items
 from tests.cluster.harness import LocalCluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -23,10 +23,11 @@ def cluster(model_cache_env):
 
 @pytest.mark.parametrize("fault", ["raylet", "actor", "driver"])
 def test_exactly_one_row_per_pair_after_the_fault(cluster, fault, tmp_path):
-    items, expected = write_items(tmp_path, items=5, seed=21)
+    items, expected = write_items(tmp_path, items=FAULT_ITEMS, seed=21)
     run = SCENARIOS[fault](cluster, items, tmp_path / "run", expected)
-    print(f"{run.fault}: {run.attempts} submission(s), {run.rows_lost} lost, {run.rows_duplicated} duplicated, "
-          f"{run.seconds}s")
+    print(f"{run.fault}: struck after {run.units_at_fault}/{run.units_total} units, {run.attempts} submission(s), "
+          f"{run.rows_expected} rows expected, {run.rows_lost} lost, {run.rows_duplicated} duplicated, {run.seconds}s")
+    assert 0 < run.units_at_fault < run.units_total  # the fault struck mid-run
     assert (run.rows_lost, run.rows_duplicated) == (0, 0)
     assert run.quarantined == 1  # the malformed line, once
     if fault == "driver":
