@@ -5,12 +5,11 @@ duplicated and time. Shared by tests/cluster/test_curation_faults.py and benchma
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable
 from pathlib import Path
+from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
@@ -72,7 +71,7 @@ def status(cluster: LocalCluster, job_id: str) -> str:
     "Job '...' succeeded")."""
     try:
         jobs = cluster.state("jobs", f"submission_id={job_id}")
-    except (RuntimeError, ValueError, subprocess.TimeoutExpired):  # the dashboard busy or restarting: ask again
+    except RuntimeError:  # the dashboard busy or restarting: ask again
         return "UNKNOWN"
     return next((str(j.get("status")) for j in jobs if j.get("submission_id") == job_id), "UNKNOWN")
 

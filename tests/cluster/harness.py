@@ -159,15 +159,18 @@ class LocalCluster:
 
     def state(self, resource: str, *filters: str, detail: bool = False) -> list[dict]:
         """Rows of `ray list <resource>` (Ray's state API through the dashboard), e.g. filters
-        ("class_name=_MapWorker", "state=ALIVE")."""
+        ("state=ALIVE",); RuntimeError when the dashboard does not answer."""
         cmd = ["ray", "list", resource, "--address", self.dashboard, "--format", "json", "--limit", "1000"]
         for f in filters:
             cmd += ["--filter", f]
-        done = subprocess.run(cmd + (["--detail"] if detail else []), env=self.env, cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stderr[-3000:]}")
-        return [] if done.stdout.startswith("No resource") else json.loads(done.stdout)
+        try:
+            done = subprocess.run(cmd + (["--detail"] if detail else []), env=self.env, cwd=REPO,
+                                  capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stderr[-3000:]}")
+            return [] if done.stdout.startswith("No resource") else json.loads(done.stdout)
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            raise RuntimeError(f"{' '.join(cmd)}: {exc}") from exc
 
     def alive_nodes(self) -> int:
         return sum(1 for n in self.state("nodes") if n.get("state") == "ALIVE")
