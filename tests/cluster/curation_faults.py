@@ -161,13 +161,26 @@ def clean_run(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[
                    wait_terminal(cluster, submit(cluster, command, wait=False)), start)
 
 
+def expert_pids(cluster: LocalCluster) -> Callable[[], list[int]]:
+    """A probe for the expert actor's pid: its process title ("ray::MapWorker(MapBatches(ExpertScorer))")
+    read locally in a fraction of a second, so the victim is known as the actor starts; every tenth
+    call asks the state API instead (seconds per call), for a Ray whose titles do not name the UDF."""
+    calls = iter(range(1, 1 << 30))
+
+    def probe() -> list[int]:
+        by_title = [p.pid for p in cluster.processes("ExpertScorer")]
+        return by_title or (cluster.actor_pids("ExpertScorer") if next(calls) % 10 == 0 else [])
+    return probe
+
+
 def raylet_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
     """SIGKILL the raylet of the worker node that hosts the expert actor (with every worker process on
     it) right after the first published unit; a new node joins."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    hosts = wait_for(cluster, job, lambda: [n for n in map(cluster.node_of, cluster.actor_pids("ExpertScorer"))
+    expert = expert_pids(cluster)
+    hosts = wait_for(cluster, job, lambda: [n for n in map(cluster.node_of, expert())
                                             if n is not None and n is not cluster.nodes[0]], "expert actor")
     victim = hosts[0]
     at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_node(victim))
@@ -182,7 +195,7 @@ def expert_actor_killed(cluster: LocalCluster, items: Path, run_dir: Path, expec
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    [pid, *_] = wait_for(cluster, job, lambda: cluster.actor_pids("ExpertScorer"), "expert actor")
+    [pid, *_] = wait_for(cluster, job, expert_pids(cluster), "expert actor")
     at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_pid(pid))
     return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start,
                    at_fault)
