@@ -1,7 +1,7 @@
 """Faults on a real multi-node Ray cluster on this machine (head + worker nodes started with `ray start`,
 token auth on), measured against a clean run in the same cluster.
 
-    python benchmarks/cluster_faults.py [--items 8] [--runs 2] [--workers 2] [--judge-requests 300]
+    python benchmarks/cluster_faults.py [--items 24] [--runs 2] [--workers 2] [--judge-requests 300]
                                         [--hostile 1000] [--output runs/bench/cluster_faults]
 
 Curation: one clean run, then `--runs` runs per fault (worker raylet SIGKILL, expert actor SIGKILL,
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from carevl.config import load_config  # noqa: E402
 from carevl.models.tiny import EXPERT_ROLES, build_tiny_models  # noqa: E402
-from tests.cluster.curation_faults import SCENARIOS, clean_run, write_items  # noqa: E402
+from tests.cluster.curation_faults import FAULT_ITEMS, SCENARIOS, clean_run, write_items  # noqa: E402
 from tests.cluster.harness import LocalCluster  # noqa: E402
 from tests.cluster.judge_faults import (  # noqa: E402
     TOKEN,
@@ -68,7 +68,8 @@ def curation_table(cluster: LocalCluster, items: int, runs: int, scratch: Path) 
                      "rows_expected": sum(r.rows_expected for r in results),
                      "rows_lost": sum(r.rows_lost for r in results),
                      "rows_duplicated": sum(r.rows_duplicated for r in results),
-                     "seconds_mean": round(mean, 1), "extra_seconds_mean": round(mean - base, 1)})
+                     "seconds_mean": round(mean, 1), "extra_seconds_mean": round(mean - base, 1),
+                     "units_at_fault": [f"{r.units_at_fault}/{r.units_total}" for r in results]})
     return rows
 
 
@@ -76,7 +77,7 @@ def judge_table(cluster: LocalCluster, requests: int, hostile: int, scratch: Pat
     url = start_judge(cluster, scratch, replicas=2)
     load = asyncio.run(load_with_replica_kill(cluster, url, requests=requests, concurrency=8,
                                               kill_after=requests // 4))
-    restore = wait_running(cluster, 2, timeout_s=300)
+    restore = wait_running(cluster, 2, timeout_s=300, killed_pid=load.killed_pid)
     results = asyncio.run(send_hostile(url, hostile_requests(hostile, seed=1)))
     return {"replica_kill": {"requests": load.sent, "ok": load.ok, "failed": len(load.failed),
                              "load_seconds": round(load.seconds, 1), "replicas_back_after_s": round(restore, 1),
@@ -88,10 +89,11 @@ def judge_table(cluster: LocalCluster, requests: int, hostile: int, scratch: Pat
 
 
 def render(curation: list[dict], judge: dict | None) -> str:
-    lines = ["| fault | runs | submissions | rows expected | rows lost | rows duplicated | seconds (mean) "
-             "| extra seconds (mean) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| fault | runs | struck after units | submissions | rows expected | rows lost | rows duplicated "
+             "| seconds (mean) | extra seconds (mean) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in curation:
-        lines.append(f"| {r['fault']} | {r['runs']} | {r['submissions']} | {r['rows_expected']} | {r['rows_lost']} "
+        lines.append(f"| {r['fault']} | {r['runs']} | {', '.join(r.get('units_at_fault', ['-']))} "
+                     f"| {r['submissions']} | {r['rows_expected']} | {r['rows_lost']} "
                      f"| {r['rows_duplicated']} | {r['seconds_mean']} | {r['extra_seconds_mean']} |")
     if judge:
         k, h = judge["replica_kill"], judge["hostile"]
@@ -105,7 +107,7 @@ def render(curation: list[dict], judge: dict | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=8)
+    parser.add_argument("--items", type=int, default=FAULT_ITEMS)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--judge-requests", type=int, default=300)

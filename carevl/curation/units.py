@@ -53,13 +53,14 @@ def _jsonl_lines(fs: pafs.FileSystem, path: str) -> Iterator[tuple[int, bytes]]:
         yield offset, tail
 
 
-def _item_id_of(line: bytes) -> tuple[Any, Any]:
-    """(item_id, responses) of one JSONL line; (None, None) when it is not a JSON object."""
+def _item_id_of(line: bytes) -> tuple[Any, bool]:
+    """(item_id, needs candidates) of one JSONL line. A line that is not a JSON object is quarantined
+    by validation, so it never needs candidates (nor starts a candidate pool)."""
     try:
         row = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return None, None
-    return (row.get("item_id"), row.get("responses")) if isinstance(row, dict) else (None, None)
+        return None, False
+    return (row.get("item_id"), not row.get("responses")) if isinstance(row, dict) else (None, False)
 
 
 def scan_file(file: str, unit_items: int) -> FileScan:
@@ -95,8 +96,8 @@ def scan_file(file: str, unit_items: int) -> FileScan:
             continue
         if rows % unit_items == 0:
             boundaries.append((rows, offset))
-        value, responses = _item_id_of(line)
-        without += int(not responses)
+        value, needs_candidates = _item_id_of(line)
+        without += int(needs_candidates)
         if isinstance(value, str):
             hashes.append(id_hash(value))
             hash_rows.append(rows)

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
@@ -27,6 +28,8 @@ class FaultRun:
     rows_duplicated: int
     seconds: float         # from the first submission to the successful end
     quarantined: int = 0
+    units_total: int = 0
+    units_at_fault: int = 0  # units published when the fault struck (mid-run: 0 < this < units_total)
 
     def as_row(self) -> dict:
         return self.__dict__.copy()
@@ -39,11 +42,16 @@ def write_items(folder: Path, items: int, seed: int) -> tuple[Path, list[str]]:
     return path, [f"{r['item_id']}:{j['a']}-{j['b']}" for r in rows for j in r["judgements"]]
 
 
+FAULT_ITEMS = 24  # enough units that the last ones are still running seconds after the first one
+
+
 def curate_command(items: Path, run_dir: Path) -> list[str]:
     cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
-    # One item per unit and per model call, so units finish one by one and a fault lands mid-run.
-    for override in tiny_overrides(unit_items=1) + ["models.vlm.resources.batch_size=1",
-                                                     "models.rm_llama.resources.batch_size=1"]:
+    # One item per unit and per model call, so units finish one by one and a fault lands mid-run; the
+    # preset's full caption length (96 tokens) keeps each unit a fraction of a second long, where the
+    # micro models would otherwise finish every unit within a second of the first one.
+    fast = [o for o in tiny_overrides(unit_items=1) if not o.startswith("models.vlm.generation.max_new_tokens")]
+    for override in fast + ["models.vlm.resources.batch_size=1", "models.rm_llama.resources.batch_size=1"]:
         cmd += ["--set", override]
     return cmd
 
@@ -59,16 +67,27 @@ def submit(cluster: LocalCluster, command: list[str], wait: bool) -> str:
 
 
 def status(cluster: LocalCluster, job_id: str) -> str:
-    out = cluster.cli(["ray", "job", "status", "--address", cluster.dashboard, job_id], check=False)
-    return next((s for s in TERMINAL + ("RUNNING", "PENDING") if s in out), "UNKNOWN")
+    """The job's status from Ray's state API (`ray job status` prints a sentence, not the status name:
+    "Job '...' succeeded")."""
+    try:
+        jobs = cluster.state("jobs", f"submission_id={job_id}")
+    except RuntimeError:  # the dashboard busy or restarting: ask again
+        return "UNKNOWN"
+    return next((str(j.get("status")) for j in jobs if j.get("submission_id") == job_id), "UNKNOWN")
+
+
+LIVE_GAUGE = "ray_carevl_curation_pairs_per_second"
 
 
 def wait_terminal(cluster: LocalCluster, job_id: str, timeout_s: float = 900) -> str:
+    """The job's final status; while it runs, the metrics endpoints are sampled for the driver's gauge."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         state = status(cluster, job_id)
         if state in TERMINAL:
             return state
+        if state == "RUNNING":
+            cluster.sample_metrics(LIVE_GAUGE)
         time.sleep(2)
     raise TimeoutError(f"job {job_id} not finished after {timeout_s}s")
 
@@ -78,14 +97,27 @@ def finished_units(run_dir: Path) -> int:
     return len(list(folder.glob("*.json"))) if folder.exists() else 0
 
 
-def wait_for_units(cluster: LocalCluster, job_id: str, run_dir: Path, n: int, timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while finished_units(run_dir) < n:
-        if status(cluster, job_id) in TERMINAL:
-            raise RuntimeError(f"job {job_id} ended before {n} units were finished")
+def wait_for(cluster: LocalCluster, job_id: str, probe: Callable[[], Any], what: str,
+             timeout_s: float = 600, status_every_s: float = 5) -> Any:
+    """Poll `probe` every 0.1 s until it returns something truthy (that is returned); the job's status
+    is asked only every `status_every_s` (a state API call takes seconds on a busy machine, and a
+    fault must strike right after its trigger)."""
+    deadline, asked = time.monotonic() + timeout_s, time.monotonic()
+    while not (found := probe()):
+        if time.monotonic() - asked > status_every_s:
+            if status(cluster, job_id) in TERMINAL:
+                raise RuntimeError(f"job {job_id} ended before {what}")
+            asked = time.monotonic()
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{n} units not finished after {timeout_s}s")
-        time.sleep(0.5)
+            raise TimeoutError(f"no {what} after {timeout_s}s")
+        time.sleep(0.1)
+    return found
+
+
+def wait_for_units(cluster: LocalCluster, job_id: str, run_dir: Path, n: int, timeout_s: float = 600) -> int:
+    """Wait until `n` units are published; returns how many are."""
+    wait_for(cluster, job_id, lambda: finished_units(run_dir) >= n, f"{n} finished units", timeout_s)
+    return finished_units(run_dir)
 
 
 def count_rows(run_dir: Path, expected: list[str]) -> tuple[int, int, int]:
@@ -99,8 +131,15 @@ def count_rows(run_dir: Path, expected: list[str]) -> tuple[int, int, int]:
     return lost, duplicated, quarantined
 
 
+def strike(cluster: LocalCluster, job_id: str, run_dir: Path, fault: Callable[[], Any]) -> int:
+    """Apply `fault` as soon as the first unit is published; returns the units published by then."""
+    wait_for_units(cluster, job_id, run_dir, 1)
+    fault()
+    return finished_units(run_dir)
+
+
 def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path, expected: list[str],
-            first_state: str, start: float) -> FaultRun:
+            first_state: str, start: float, units_at_fault: int = 0) -> FaultRun:
     """Re-submit until the job succeeds (at most twice more), then count the rows."""
     attempts, state = 1, first_state
     while state != "SUCCEEDED" and attempts < 3:
@@ -111,7 +150,8 @@ def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path,
     lost, duplicated, quarantined = count_rows(run_dir, expected)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rows_conserved"], summary
-    return FaultRun(name, attempts, len(expected), lost, duplicated, round(time.monotonic() - start, 1), quarantined)
+    return FaultRun(name, attempts, len(expected), lost, duplicated, round(time.monotonic() - start, 1), quarantined,
+                    summary["run"]["units_total"], units_at_fault)
 
 
 def clean_run(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
@@ -121,44 +161,57 @@ def clean_run(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[
                    wait_terminal(cluster, submit(cluster, command, wait=False)), start)
 
 
+def expert_pids(cluster: LocalCluster) -> Callable[[], list[int]]:
+    """A probe for the expert actor's pid: its process title ("ray::MapWorker(MapBatches(ExpertScorer))")
+    read locally in a fraction of a second, so the victim is known as the actor starts; every tenth
+    call asks the state API instead (seconds per call), for a Ray whose titles do not name the UDF."""
+    calls = iter(range(1, 1 << 30))
+
+    def probe() -> list[int]:
+        by_title = [p.pid for p in cluster.processes("ExpertScorer")]
+        return by_title or (cluster.actor_pids("ExpertScorer") if next(calls) % 10 == 0 else [])
+    return probe
+
+
 def raylet_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
-    """SIGKILL the raylet of the last worker node after the first finished unit; a new node joins."""
+    """SIGKILL the raylet of the worker node that hosts the expert actor (with every worker process on
+    it) right after the first published unit; a new node joins."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    wait_for_units(cluster, job, run_dir, 1)
-    victim = cluster.nodes[-1]
-    cluster.kill_node(victim)
+    expert = expert_pids(cluster)
+    hosts = wait_for(cluster, job, lambda: [n for n in map(cluster.node_of, expert())
+                                            if n is not None and n is not cluster.nodes[0]], "expert actor")
+    victim = hosts[0]
+    at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_node(victim))
     cluster.nodes.remove(victim)
     cluster.add_worker(f"{victim.name}r")  # the autoscaler's replacement node
-    return _finish(cluster, "worker raylet SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
+    return _finish(cluster, "worker raylet SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start,
+                   at_fault)
 
 
 def expert_actor_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
-    """SIGKILL the expert scorer's actor process after the first finished unit."""
+    """SIGKILL the expert scorer's actor process right after the first published unit."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    wait_for_units(cluster, job, run_dir, 1)
-    actors = cluster.processes("ExpertScorer")
-    if not actors:
-        raise RuntimeError("no ExpertScorer actor process found")
-    actors[0].kill()
-    return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start)
+    [pid, *_] = wait_for(cluster, job, expert_pids(cluster), "expert actor")
+    at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_pid(pid))
+    return _finish(cluster, "expert actor SIGKILL", command, run_dir, expected, wait_terminal(cluster, job), start,
+                   at_fault)
 
 
 def driver_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
-    """SIGKILL the job's driver after the first finished unit, then `ray job submit` the same command."""
+    """SIGKILL the job's driver right after the first published unit, then `ray job submit` the same
+    command again."""
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    wait_for_units(cluster, job, run_dir, 1)
-    [driver] = [p for p in cluster.processes("ray_jobs.curate") if str(run_dir) in " ".join(p.cmdline())
-                and "job submit" not in " ".join(p.cmdline())]
-    driver.kill()
+    pid = wait_for(cluster, job, lambda: cluster.driver_pid(job), "driver pid in `ray list jobs`")
+    at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_pid(pid))
     state = wait_terminal(cluster, job)
     return _finish(cluster, "driver SIGKILL + resubmit", command, run_dir, expected,
-                   "FAILED" if state == "SUCCEEDED" else state, start)
+                   "FAILED" if state == "SUCCEEDED" else state, start, at_fault)
 
 
 SCENARIOS = {"raylet": raylet_killed, "actor": expert_actor_killed, "driver": driver_killed}

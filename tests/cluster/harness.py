@@ -7,6 +7,7 @@ Used by the fault tests in tests/ and by benchmarks/cluster_faults.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -54,6 +55,7 @@ class LocalCluster:
     env_extra: dict = field(default_factory=dict)
     marker: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     nodes: list[Node] = field(default_factory=list)
+    live_metrics: list[str] = field(default_factory=list)  # see sample_metrics
     root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cvc", dir="/tmp"))
 
     def __post_init__(self):
@@ -133,17 +135,59 @@ class LocalCluster:
                   in " ".join(p.cmdline())]
         return proc
 
+    def node_of(self, pid: int) -> Node | None:
+        """The node whose raylet started process `pid` (a worker process descends from its raylet)."""
+        try:
+            lines = [" ".join(p.cmdline()) for p in psutil.Process(pid).parents()]
+        except psutil.Error:
+            return None
+        return next((n for n in self.nodes for line in lines
+                     if f"--node_manager_port={n.node_manager_port}" in line), None)
+
+    def kill_pid(self, pid: int) -> None:
+        """SIGKILL `pid`, after checking that it is one of this cluster's processes."""
+        proc = psutil.Process(pid)
+        if proc.environ().get(MARKER_ENV) != self.marker:
+            raise RuntimeError(f"pid {pid} is not a process of this cluster")
+        proc.kill()
+
     def kill_node(self, node: Node) -> int:
         """SIGKILL the raylet of `node` (its workers then die with it); returns the raylet's pid."""
         raylet = self.raylet(node)
         raylet.send_signal(signal.SIGKILL)
         return raylet.pid
 
-    def alive_nodes(self) -> int:
-        import json
+    def state(self, resource: str, *filters: str, detail: bool = False) -> list[dict]:
+        """Rows of `ray list <resource>` (Ray's state API through the dashboard), e.g. filters
+        ("state=ALIVE",); RuntimeError when the dashboard does not answer."""
+        cmd = ["ray", "list", resource, "--address", self.dashboard, "--format", "json", "--limit", "1000"]
+        for f in filters:
+            cmd += ["--filter", f]
+        try:
+            done = subprocess.run(cmd + (["--detail"] if detail else []), env=self.env, cwd=REPO,
+                                  capture_output=True, text=True, timeout=120)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stderr[-3000:]}")
+            return [] if done.stdout.startswith("No resource") else json.loads(done.stdout)
+        except (subprocess.TimeoutExpired, ValueError) as exc:
+            raise RuntimeError(f"{' '.join(cmd)}: {exc}") from exc
 
-        out = self.cli(["ray", "list", "nodes", "--address", self.dashboard, "--format", "json", "--limit", "100"])
-        return sum(1 for n in json.loads(out) if n.get("state") == "ALIVE")
+    def alive_nodes(self) -> int:
+        return sum(1 for n in self.state("nodes") if n.get("state") == "ALIVE")
+
+    def actor_pids(self, name_part: str) -> list[int]:
+        """Pids of the ALIVE actors whose class or repr contains `name_part` (the actors of a Ray Data
+        pool are `_MapWorker`s shown as e.g. "MapWorker(MapBatches(ExpertScorer))")."""
+        return [int(a["pid"]) for a in self.state("actors", "state=ALIVE", detail=True)
+                if a.get("pid") and name_part in f"{a.get('class_name')} {a.get('repr_name')}"]
+
+    def driver_pid(self, submission_id: str) -> int | None:
+        """Pid of the driver process of a `ray job submit` job, once it has connected to the cluster."""
+        for job in self.state("jobs", detail=True):
+            if job.get("submission_id") == submission_id:
+                pid = (job.get("driver_info") or {}).get("pid")
+                return int(pid) if pid else None
+        return None
 
     def wait_for_nodes(self, n: int, timeout_s: float = 120) -> None:
         deadline = time.monotonic() + timeout_s
@@ -171,6 +215,14 @@ class LocalCluster:
             except httpx.HTTPError:
                 continue
         return "\n".join(texts)
+
+    def sample_metrics(self, wanted: str) -> None:
+        """Keep the metrics text (the last three) when it holds a sample of `wanted`. A gauge is a live
+        value: Ray's agent drops it a few report intervals after the process that set it exits, so a
+        driver's gauge can only be seen while its job runs."""
+        text = self.metrics_text()
+        if f"{wanted}{{" in text:
+            self.live_metrics = [*self.live_metrics[-2:], text]
 
     def stop(self) -> None:
         # Rounds until none is left: a dying raylet or agent may still start a child for a moment.

@@ -59,11 +59,15 @@ def running_replicas(cluster: LocalCluster) -> int:
     return int((deployment.get("replica_states") or {}).get("RUNNING", 0))
 
 
-def wait_running(cluster: LocalCluster, replicas: int, timeout_s: float) -> float:
-    """Seconds until `replicas` replicas are RUNNING (TimeoutError after `timeout_s`)."""
+def wait_running(cluster: LocalCluster, replicas: int, timeout_s: float, killed_pid: int | None = None) -> float:
+    """Seconds until `replicas` replicas are RUNNING (TimeoutError after `timeout_s`). After a replica
+    was killed (`killed_pid`), also until that many replica processes other than it are up: Serve
+    counts the dead replica as RUNNING until its health check or the actor's death reaches the
+    controller, so its status alone can report 2 while only 1 is left."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
-        if running_replicas(cluster) >= replicas:
+        live = {p.pid for p in cluster.processes(REPLICA)} - {killed_pid}
+        if running_replicas(cluster) >= replicas and (killed_pid is None or len(live) >= replicas):
             return time.monotonic() - start
         time.sleep(1)
     raise TimeoutError(f"{replicas} judge replicas not RUNNING after {timeout_s}s")

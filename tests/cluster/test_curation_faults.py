@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.cluster.curation_faults import SCENARIOS, write_items
+from tests.cluster.curation_faults import FAULT_ITEMS, LIVE_GAUGE, SCENARIOS, clean_run, write_items
 from tests.cluster.harness import LocalCluster
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -23,19 +23,25 @@ def cluster(model_cache_env):
 
 @pytest.mark.parametrize("fault", ["raylet", "actor", "driver"])
 def test_exactly_one_row_per_pair_after_the_fault(cluster, fault, tmp_path):
-    items, expected = write_items(tmp_path, items=5, seed=21)
+    items, expected = write_items(tmp_path, items=FAULT_ITEMS, seed=21)
     run = SCENARIOS[fault](cluster, items, tmp_path / "run", expected)
-    print(f"{run.fault}: {run.attempts} submission(s), {run.rows_lost} lost, {run.rows_duplicated} duplicated, "
-          f"{run.seconds}s")
+    print(f"{run.fault}: struck after {run.units_at_fault}/{run.units_total} units, {run.attempts} submission(s), "
+          f"{run.rows_expected} rows expected, {run.rows_lost} lost, {run.rows_duplicated} duplicated, {run.seconds}s")
+    assert 0 < run.units_at_fault < run.units_total  # the fault struck mid-run
     assert (run.rows_lost, run.rows_duplicated) == (0, 0)
     assert run.quarantined == 1  # the malformed line, once
     if fault == "driver":
         assert run.attempts == 2  # the killed submission, then the one that resumed
 
 
-def test_curation_metrics_reach_the_metrics_endpoint(cluster):
-    text = cluster.metrics_text()
+def test_curation_metrics_reach_the_metrics_endpoint(cluster, tmp_path):
+    if not cluster.live_metrics:  # run on its own: one clean job to measure
+        items, expected = write_items(tmp_path, items=2, seed=5)
+        clean_run(cluster, items, tmp_path / "run", expected)
+    text = cluster.metrics_text()  # counters stay after the drivers that counted have exited
     pairs = re.findall(r'ray_carevl_curation_pairs_total\{[^}]*confidence="(high|low)"[^}]*\} ([0-9.]+)', text)
     assert pairs and sum(float(v) for _, v in pairs) > 0
     assert re.search(r'ray_carevl_curation_quarantined_rows_total\{[^}]*reason="invalid_json"', text)
-    assert re.search(r"ray_carevl_curation_pairs_per_second\{", text)
+    # the pairs/s gauge is a live value of a running driver: sampled while the jobs ran
+    rates = [float(v) for t in cluster.live_metrics for v in re.findall(LIVE_GAUGE + r"\{[^}]*\} ([0-9.e+-]+)", t)]
+    assert rates and max(rates) > 0

@@ -42,7 +42,7 @@ def test_replica_killed_under_load_costs_no_request(judge):
     result = asyncio.run(load_with_replica_kill(cluster, url, requests=120, concurrency=6, kill_after=30))
     assert result.killed_pid in before
     assert result.failed == [] and result.ok == result.sent == 120
-    restore_s = wait_running(cluster, 2, timeout_s=180)
+    restore_s = wait_running(cluster, 2, timeout_s=180, killed_pid=result.killed_pid)
     after = {p.pid for p in cluster.processes(REPLICA)}
     assert len(after) == 2 and result.killed_pid not in after and after - before  # a new replica process
     print(f"replica kill: 120 requests, 0 failed, {result.seconds:.1f}s; 2 replicas RUNNING again "

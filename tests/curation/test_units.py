@@ -38,6 +38,14 @@ def test_jsonl_units_use_byte_ranges_and_skip_blank_lines(tmp_path):
     assert [r.get("item_id", r.get("_error")) for r in rows] == ["x0", "x1", "invalid_json", "x2"]
 
 
+def test_jsonl_scan_counts_items_without_responses_but_not_malformed_lines(tmp_path):
+    # a line that is not a JSON object is quarantined, so it must not start the candidate pools
+    path = write_jsonl(tmp_path / "a.jsonl", [{"item_id": "x0", "responses": ["a", "b"]}, '{"item_id": "x1", ',
+                                              "[1, 2]", {"item_id": "x2", "responses": []}, {"item_id": "x3"}])
+    scan = scan_file(str(path), unit_items=2)
+    assert scan.rows == 5 and scan.without_responses == 2   # x2 (empty) and x3 (missing)
+
+
 def test_duplicates_keep_the_first_occurrence_across_files(tmp_path):
     a = _parquet(tmp_path / "a.parquet", ["u", "dup", "v"])
     b = str(write_jsonl(tmp_path / "b.jsonl", [{"item_id": "w"}, {"item_id": "dup"}, {"item_id": "dup"}]))
