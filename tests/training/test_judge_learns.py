@@ -9,7 +9,9 @@ inconsistent pair counting as wrong.
 Spread measured over seeds 0, 1, 2 with this test's own code (`CAREVL_EFFECT_SEED=s pytest ...`):
     base 0.000 / 0.000 / 0.000 (it names the same position whatever the order: position consistency 0),
     SFT 0.468 / 0.441 / 0.460 (position consistency 0.59 / 0.55 / 0.64; 83 / 82 / 106 high pairs,
-    each shown in both orders), a gain of +0.47 / +0.44 / +0.46 over the base judge.
+    each shown in both orders), a gain of +0.47 / +0.44 / +0.46 over the base judge, with the micro
+    LLaVA built alone on 2 threads. Built as `make test` builds it (two processes of one thread), seed 0
+    gave 0.435 (position consistency 0.59).
 The margin sits at about half the smallest gain seen: an SFT that learns from flipped or shuffled
 labels, or does not learn at all, stays near the base judge and fails.
 """
