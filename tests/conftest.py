@@ -51,7 +51,7 @@ MINIATURE_SEED = int(os.environ.get("CAREVL_EFFECT_SEED", "0"))
 
 
 @pytest.fixture(scope="session")
-def miniature_curation(ray_local, tmp_path_factory) -> dict[str, Path]:
+def miniature_curation(ray_local, tmp_path_factory) -> dict:
     """The demo's scale, curated once per session for the effect tests: 40 synthetic items (the strong
     judge's shipped verdicts right 75% of the time), held-out evaluation pairs of the next seed, the
     curation run and its label audit. The seed comes from CAREVL_EFFECT_SEED (default 0)."""
