@@ -202,7 +202,7 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
     for s in overrides(workdir / f"captions_{pairs}", MICRO_EXPERTS, unit_items, experts_cpus=1.0):
         cmd += ["--set", s]
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "HF_HUB_OFFLINE": "1"}
-    peak, samples = 0, []
+    peak, samples, progress = 0, [], []
     log = open(workdir / f"memory_{pairs}.log", "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     t0 = time.monotonic()
@@ -211,6 +211,8 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
             now = _pss_of_run(proc.pid, ray_tmp)
             peak = max(peak, now)
             samples.append(now)
+            if len(samples) % 15 == 1:  # published pairs every ~15 s: the rate per quarter of the run
+                progress.append((time.monotonic() - t0, _pairs_published(run_dir)))
             if max_seconds and time.monotonic() - t0 > max_seconds:
                 proc.send_signal(signal.SIGINT)  # stop here; what was published so far is reported
                 try:
@@ -226,11 +228,31 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
         log.close()
     quarters = [round(samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20, 1) for q in (1, 2, 3)] \
         if samples else []
-    return {"pairs_requested": pairs, "pairs_in_input": _pairs_in_input(items_dir), "items": n_items,
+    progress.append((time.monotonic() - t0, _pairs_published(run_dir)))
+    (workdir / f"memory_{pairs}_progress.json").write_text(json.dumps(progress))  # (seconds, pairs published)
+    in_input = _pairs_in_input(items_dir)
+    return {"pairs_requested": pairs, "pairs_in_input": in_input, "items": n_items,
             "returncode": proc.returncode,
             "completed": (run_dir / "summary.json").exists(), "pairs_written": _pairs_published(run_dir),
             "seconds": round(time.monotonic() - t0, 1), "peak_pss_mib": round(peak / 2**20, 1),
-            "pss_mib_at_25_50_75_percent_of_run": quarters}
+            "pss_mib_at_25_50_75_percent_of_run": quarters,
+            "pairs_per_s_by_quarter": quarter_rates(progress, in_input)}
+
+
+def quarter_rates(progress: list[tuple[float, int]], total: int) -> list[float | None]:
+    """Pairs/s over each quarter of the input. The time each quarter boundary was crossed is interpolated
+    between the two progress samples around it (None: the run never got there)."""
+    def crossed(target: float) -> float | None:
+        prev_t, prev_n = 0.0, 0
+        for t, n in progress:
+            if n >= target:
+                return prev_t + (t - prev_t) * (target - prev_n) / max(n - prev_n, 1)
+            prev_t, prev_n = t, n
+        return None
+
+    times = [0.0] + [crossed(total * q / 4) for q in (1, 2, 3, 4)]
+    return [None if b is None or a is None else round(total / 4 / max(b - a, 1e-9), 1)
+            for a, b in zip(times, times[1:])]
 
 
 def main() -> None:

@@ -8,7 +8,9 @@ columns) to a batch in `__call__`, so they run in Ray Data actor pools and direc
   `verdicts`, `correct` and `skip_reason` (pairs without a label or image are not sampled).
 - `CritiqueScorer`: one rubric score per critique from the scorer LLM; adds `scores`, `score_status`
   and `score_replies`. Pairs already skipped, or with no correct critique, are not scored (their
-  chosen sample cannot exist), which the status records as `not_scored`.
+  chosen sample cannot exist), nor are critiques whose score the negative-sampling strategy never reads
+  (`negatives.needs_score`: under Best-to-Worse, the incorrect ones); the status records these as
+  `not_scored`.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from carevl.data.images import ImageError, load_image
 from carevl.judge_format import judge_messages, parse_verdict
 from carevl.models.backends import make_generator, make_text_generator
 from carevl.ray_utils import use_threads
-from carevl.refine.negatives import NO_CORRECT
+from carevl.refine.negatives import NO_CORRECT, needs_score
 from carevl.refine.rubric import full_reply, parse_score, rubric_messages
 
 NO_LABEL = "no_label"
@@ -123,11 +125,14 @@ class CritiqueSampler:
 class CritiqueScorer:
     """Rubric scores in [0, 100] for every critique of the pairs that can yield a DPO row."""
 
-    def __init__(self, spec: ModelSpec, model_cache: str, num_threads: int | None = None) -> None:
+    def __init__(self, spec: ModelSpec, model_cache: str, num_threads: int | None = None,
+                 strategy: str = "best_to_worse") -> None:
         use_threads(num_threads)
         self.generator = make_text_generator(spec, Path(model_cache))
         self.with_images = spec.kind != "causal"  # a VLM backend takes an (absent) image per conversation
         self.spec = spec
+        self.strategy = strategy
+        needs_score(strategy, [])  # an unknown strategy fails here, before any batch
 
     def _generate(self, messages: list[list[dict]]) -> list[str | None]:
         gen = self.spec.generation
@@ -147,7 +152,10 @@ class CritiqueScorer:
             row.update(scores=[None] * m, score_status=[NOT_SCORED] * m, score_replies=[None] * m)
             if row["skip_reason"] is not None:
                 continue
+            wanted = needs_score(self.strategy, row["correct"])
             for j, critique in enumerate(row["critiques"]):
+                if not wanted[j]:
+                    continue
                 where.append((i, j))
                 messages.append(rubric_messages(row["question"], row["caption"], row["response_a"],
                                                 row["response_b"], row["label"], critique))

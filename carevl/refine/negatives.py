@@ -123,6 +123,26 @@ STRATEGIES: dict[str, Callable[[Sequence[bool], Sequence[float | None]], Selecti
 }
 
 
+# Strategies whose rejected set never depends on an incorrect critique's score: every incorrect critique
+# is rejected whatever it scored (paper 3.5), so only the correct ones need the scorer.
+_SCORES_CORRECT_ONLY = frozenset({"best_to_worse", "all_incorrect"})
+
+
+def needs_score(strategy: str, correct: Sequence[bool]) -> list[bool]:
+    """Which critiques the named strategy must have scored to make its selection.
+
+    Best-to-Worse (paper 3.5) reads scores only to pick r+ among the correct critiques and to reject
+    the correct ones below it; Strategy 3 (4.5.2) likewise. Strategies 1 and 2 rank the incorrect
+    critiques by score, so they need every score. Skipping the others saves scorer calls, the costliest
+    part of refinement.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown negative-sampling strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+    if strategy in _SCORES_CORRECT_ONLY:
+        return [bool(ok) for ok in correct]
+    return [True] * len(correct)
+
+
 def select_pairs(strategy: str, correct: Sequence[bool], scores: Sequence[float | None]) -> Selection:
     """Apply the named strategy (config `refine.strategy`)."""
     try:

@@ -138,7 +138,8 @@ def build_dataset(config: CarevlConfig, units: list, sft_model: str):
         allow_remote_images=config.curation.allow_remote_images,
         num_threads=actor_threads(critic.resources)), **pool_args(critic.resources, critic.backend))
     ds = ds.map_batches(CritiqueScorer, fn_constructor_kwargs=dict(spec=scorer, model_cache=cache,
-                                                                   num_threads=actor_threads(scorer.resources)),
+                                                                   num_threads=actor_threads(scorer.resources),
+                                                                   strategy=ref.strategy),
                         **pool_args(scorer.resources, scorer.backend))
     return ds.map_batches(apply_strategy, fn_kwargs={"strategy": ref.strategy}, **light)
 

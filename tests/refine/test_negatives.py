@@ -3,7 +3,7 @@ import pytest
 
 from carevl.refine.negatives import (
     NO_CORRECT, NO_REJECTED, NO_SCORED_CORRECT, STRATEGIES, Selection, all_incorrect, best_to_worse,
-    highest_incorrect, lowest_incorrect, select_chosen, select_pairs,
+    highest_incorrect, lowest_incorrect, needs_score, select_chosen, select_pairs,
 )
 
 # Five critiques: correct flags and rubric scores (index 4 unscored).
@@ -99,3 +99,16 @@ def test_length_mismatch_and_unknown_strategy_fail_loudly():
         best_to_worse([True], [1, 2])
     with pytest.raises(ValueError, match="unknown negative-sampling strategy"):
         select_pairs("random", [True], [1])
+
+
+def test_only_strategies_that_rank_incorrect_critiques_score_them():
+    correct = [True, False, True, False]
+    assert needs_score("best_to_worse", correct) == [True, False, True, False]
+    assert needs_score("all_incorrect", correct) == [True, False, True, False]
+    assert needs_score("lowest_incorrect", correct) == [True] * 4
+    assert needs_score("highest_incorrect", correct) == [True] * 4
+    with pytest.raises(ValueError, match="unknown negative-sampling strategy"):
+        needs_score("random", correct)
+    # What is left unscored cannot change a Best-to-Worse selection: the same rows with any scores there.
+    for filler in (0, 50, 100, None):
+        assert best_to_worse(correct, [70, filler, 40, filler]).pairs == [(0, 1), (0, 2), (0, 3)]

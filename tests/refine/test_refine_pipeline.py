@@ -92,6 +92,9 @@ def test_scorer_grades_critiques_and_strategy_builds_rows():
     table = scorer(batch)
     scored = table.to_pylist()[0]
     assert len(scored["scores"]) == 3 and len(scored["score_replies"]) == 3
+    # Best-to-Worse never reads an incorrect critique's score, so the scorer is not asked for it.
+    assert scored["score_status"][1] == "not_scored" and scored["score_replies"][1] is None
+    assert all(status != "not_scored" for status in (scored["score_status"][0], scored["score_status"][2]))
     for score, status in zip(scored["scores"], scored["score_status"]):
         assert (score is not None) == (status == "ok")
         assert score is None or 0 <= score <= 100
