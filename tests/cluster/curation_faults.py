@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
-from tests.cluster.harness import REPO, LocalCluster
+from tests.cluster.harness import REPO, LocalCluster, Node
 from tests.curation.conftest import synth_rows, tiny_overrides, write_jsonl
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
@@ -30,6 +30,7 @@ class FaultRun:
     quarantined: int = 0
     units_total: int = 0
     units_at_fault: int = 0  # units published when the fault struck (mid-run: 0 < this < units_total)
+    units_at_each_fault: list[int] = field(default_factory=list)  # the scenario that strikes several times
 
     def as_row(self) -> dict:
         return self.__dict__.copy()
@@ -144,7 +145,7 @@ def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path,
     attempts, state = 1, first_state
     while state != "SUCCEEDED" and attempts < 3:
         attempts += 1
-        state = wait_terminal(cluster, submit(cluster, command, wait=True))
+        state = wait_terminal(cluster, submit(cluster, command, wait=False))  # samples the live gauge
     if state != "SUCCEEDED":
         raise RuntimeError(f"{name}: curation did not succeed after {attempts} submissions")
     lost, duplicated, quarantined = count_rows(run_dir, expected)
@@ -214,4 +215,39 @@ def driver_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: l
                    "FAILED" if state == "SUCCEEDED" else state, start, at_fault)
 
 
-SCENARIOS = {"raylet": raylet_killed, "actor": expert_actor_killed, "driver": driver_killed}
+def _expert_host(cluster: LocalCluster, job: str, exclude: frozenset[int] = frozenset()) -> tuple[int, Node]:
+    """(pid, node) of a live expert actor on a worker node, waiting for one (a restarted actor too)."""
+    def probe():
+        hosts = [(pid, cluster.node_of(pid)) for pid in expert_pids(cluster)() if pid not in exclude]
+        return [(pid, n) for pid, n in hosts if n is not None and n is not cluster.nodes[0]]
+    return wait_for(cluster, job, probe, "a live expert actor on a worker node")[0]
+
+
+def three_faults(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
+    """The three faults in one run, each after more units are published: the raylet of the expert's
+    worker node, then the expert actor Ray Data restarted elsewhere, then the driver; then the job is
+    submitted again. The CI variant of the three scenarios above (one job's start-up instead of three)."""
+    start = time.monotonic()
+    command = curate_command(items, run_dir)
+    job = submit(cluster, command, wait=False)
+    _, node = _expert_host(cluster, job)
+    struck = [strike(cluster, job, run_dir, lambda: cluster.kill_node(node))]
+    cluster.nodes.remove(node)
+    cluster.add_worker(f"{node.name}r")
+    pid, _ = _expert_host(cluster, job)  # the pool's replacement actor
+    wait_for_units(cluster, job, run_dir, struck[-1] + 1)
+    cluster.kill_pid(pid)
+    struck.append(finished_units(run_dir))
+    driver = wait_for(cluster, job, lambda: cluster.driver_pid(job), "driver pid in `ray list jobs`")
+    _expert_host(cluster, job, exclude=frozenset({pid}))  # the actor is back before the driver goes
+    wait_for_units(cluster, job, run_dir, struck[-1] + 1)
+    cluster.kill_pid(driver)
+    struck.append(finished_units(run_dir))
+    state = wait_terminal(cluster, job)
+    run = _finish(cluster, "raylet, actor, driver SIGKILL + resubmit", command, run_dir, expected,
+                  "FAILED" if state == "SUCCEEDED" else state, start, struck[0])
+    run.units_at_each_fault = struck
+    return run
+
+
+SCENARIOS = {"raylet": raylet_killed, "actor": expert_actor_killed, "driver": driver_killed, "all": three_faults}

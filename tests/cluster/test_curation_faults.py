@@ -1,7 +1,8 @@
 """Curation on a real three-node Ray cluster (`ray start` head + two workers, token auth), submitted with
 `ray job submit`: a worker raylet SIGKILLed, an expert actor SIGKILLed, and the driver SIGKILLed then
 re-submitted each end with exactly one row per pair; the curation metrics reach Ray's metrics endpoint.
-Longer variants and the timing table: benchmarks/cluster_faults.py."""
+The default suite runs the three faults struck in one run (one job's start-up, a few minutes) and the
+metrics test; `make test-cluster` adds each fault on its own. Timing table: benchmarks/cluster_faults.py."""
 from __future__ import annotations
 
 import re
@@ -34,6 +35,21 @@ def test_exactly_one_row_per_pair_after_the_fault(cluster, fault, tmp_path):
         assert run.attempts == 2  # the killed submission, then the one that resumed
 
 
+@pytest.mark.cluster_ci
+def test_three_faults_in_one_run_leave_exactly_one_row_per_pair(cluster, tmp_path):
+    items, expected = write_items(tmp_path, items=FAULT_ITEMS, seed=21)
+    run = SCENARIOS["all"](cluster, items, tmp_path / "run", expected)
+    print(f"{run.fault}: struck after {run.units_at_each_fault} of {run.units_total} units, {run.attempts} "
+          f"submission(s), {run.rows_expected} rows expected, {run.rows_lost} lost, "
+          f"{run.rows_duplicated} duplicated, {run.seconds}s")
+    raylet, actor, driver = run.units_at_each_fault
+    assert 0 < raylet < actor < driver < run.units_total  # each fault struck mid-run, after more work
+    assert (run.rows_lost, run.rows_duplicated) == (0, 0)
+    assert run.quarantined == 1
+    assert run.attempts == 2
+
+
+@pytest.mark.cluster_ci
 def test_curation_metrics_reach_the_metrics_endpoint(cluster, tmp_path):
     if not cluster.live_metrics:  # run on its own: one clean job to measure
         items, expected = write_items(tmp_path, items=2, seed=5)
