@@ -76,7 +76,12 @@ def build_dataset(config: CarevlConfig, todo: list[ledger.WorkUnit], ctx: Valida
         return pools[-1]
 
     ds = ray.data.from_items([u.to_dict() for u in todo], override_num_blocks=len(todo))
-    ds = ds.map_batches(read_and_validate, batch_size=1, fn_kwargs={"ctx": ctx}, **light)
+    # One unit per read task, never fused into the next pool. Ray Data fuses a map with a following
+    # model pool of equal remote args, and the fused task then takes the pool's batch_size in *units*
+    # (16 units of 1,000 items each in a 1M-pair run): the experts idle until all are read and units
+    # publish 16 at a time. Spelling out the retry policy Ray Data gives tasks anyway (retry on system
+    # failure: reading a unit is idempotent) makes the remote args differ, so the read stays its own op.
+    ds = ds.map_batches(read_and_validate, batch_size=1, fn_kwargs={"ctx": ctx}, max_retries=-1, **light)
     by_model: dict[str, list[float]] = {}
     for source in cur.candidates if ctx.has_candidates else ():
         by_model.setdefault(source.model, []).append(source.temperature)

@@ -158,3 +158,24 @@ def test_captions_from_the_data_need_no_caption_model(ray_local, tmp_path):
     pairs = _read(tmp_path / "run" / "high") + _read(tmp_path / "run" / "low")
     shipped = {r["item_id"]: r["caption"] for r in rows[:2]}
     assert pairs and all(p["caption"] == shipped[p["item_id"]] for p in pairs)
+
+
+def test_reading_a_unit_never_fuses_into_a_model_pool(ray_local, tmp_path, capsys):
+    """With the caption pool's CPUs equal to the read task's, Ray Data would fuse the two and hand each
+    fused task the pool's batch_size in *units*; the read must stay an operator of its own."""
+    from carevl.curation import units as U
+    from carevl.curation.pipeline import build_dataset
+    from carevl.curation.validate import ValidationContext
+    from carevl.ledger import WorkUnit
+
+    config = load_config(overrides=tiny_overrides(unit_items=2) + [
+        "models.vlm.resources.num_cpus=0.25", "curation.task_num_cpus=0.25"])
+    path = write_jsonl(tmp_path / "items.jsonl", synth_rows(6, seed=3))
+    files = U.list_input_files(str(path))
+    units: list[WorkUnit] = U.plan_units(files, [U.scan_file(f, 2) for f in files], 2)
+    ds = build_dataset(config, units, ValidationContext(limits=config.curation.limits), str(tmp_path / "run"),
+                       str(tmp_path / "captions"))
+    ds.explain()
+    physical = capsys.readouterr().out.split("Physical Plan (Optimized)")[-1]
+    assert "TaskPoolMapOperator[MapBatches(read_and_validate)]" in physical
+    assert "MapBatches(Captioner)" in physical and "read_and_validate)->" not in physical
