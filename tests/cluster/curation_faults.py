@@ -106,8 +106,11 @@ def wait_for(cluster: LocalCluster, job_id: str, probe: Callable[[], Any], what:
     deadline, asked = time.monotonic() + timeout_s, time.monotonic()
     while not (found := probe()):
         if time.monotonic() - asked > status_every_s:
-            if status(cluster, job_id) in TERMINAL:
+            state = status(cluster, job_id)
+            if state in TERMINAL:
                 raise RuntimeError(f"job {job_id} ended before {what}")
+            if state == "RUNNING":
+                cluster.sample_metrics(LIVE_GAUGE)  # the driver's live gauge, while it is there
             asked = time.monotonic()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} after {timeout_s}s")

@@ -14,10 +14,13 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import psutil
@@ -223,6 +226,28 @@ class LocalCluster:
         text = self.metrics_text()
         if f"{wanted}{{" in text:
             self.live_metrics = [*self.live_metrics[-2:], text]
+
+    @contextmanager
+    def watching_metrics(self, wanted: str, every_s: float = 1.0) -> Iterator[None]:
+        """Sample the metrics for `wanted` every `every_s` in a background thread while the block runs,
+        so a driver's live gauge is caught however briefly the job writes (polling between job-status
+        calls, which take seconds on a busy machine, can miss a short job)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                try:
+                    self.sample_metrics(wanted)
+                except Exception:  # a node going away mid-read: the next round reads the others
+                    continue
+
+        thread = threading.Thread(target=loop, name="metrics-sampler", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=30)
 
     def stop(self) -> None:
         # Rounds until none is left: a dying raylet or agent may still start a child for a moment.

@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def cluster(model_cache_env):
     with LocalCluster(workers=2, worker_cpus=1,
                       env_extra={"RAY_metrics_report_interval_ms": "2000", **model_cache_env}) as c:
-        yield c
+        with c.watching_metrics(LIVE_GAUGE):
+            yield c
 
 
 @pytest.mark.parametrize("fault", ["raylet", "actor", "driver"])
@@ -51,8 +52,8 @@ def test_three_faults_in_one_run_leave_exactly_one_row_per_pair(cluster, tmp_pat
 
 @pytest.mark.cluster_ci
 def test_curation_metrics_reach_the_metrics_endpoint(cluster, tmp_path):
-    if not cluster.live_metrics:  # run on its own: one clean job to measure
-        items, expected = write_items(tmp_path, items=2, seed=5)
+    if not cluster.live_metrics:  # run on its own, or no sample caught: one clean job long enough to sample
+        items, expected = write_items(tmp_path, items=FAULT_ITEMS, seed=5)
         clean_run(cluster, items, tmp_path / "run", expected)
     text = cluster.metrics_text()  # counters stay after the drivers that counted have exited
     pairs = re.findall(r'ray_carevl_curation_pairs_total\{[^}]*confidence="(high|low)"[^}]*\} ([0-9.]+)', text)
