@@ -136,17 +136,20 @@ def needs_score(strategy: str, correct: Sequence[bool]) -> list[bool]:
     critiques by score, so they need every score. Skipping the others saves scorer calls, the costliest
     part of refinement.
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown negative-sampling strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+    strategy_fn(strategy)  # an unknown name fails loudly
     if strategy in _SCORES_CORRECT_ONLY:
         return [bool(ok) for ok in correct]
     return [True] * len(correct)
 
 
-def select_pairs(strategy: str, correct: Sequence[bool], scores: Sequence[float | None]) -> Selection:
-    """Apply the named strategy (config `refine.strategy`)."""
+def strategy_fn(strategy: str) -> Callable[[Sequence[bool], Sequence[float | None]], Selection]:
+    """The strategy named by config `refine.strategy`."""
     try:
-        fn = STRATEGIES[strategy]
+        return STRATEGIES[strategy]
     except KeyError:
         raise ValueError(f"unknown negative-sampling strategy {strategy!r}; known: {sorted(STRATEGIES)}") from None
-    return fn(correct, scores)
+
+
+def select_pairs(strategy: str, correct: Sequence[bool], scores: Sequence[float | None]) -> Selection:
+    """Apply the named strategy (config `refine.strategy`)."""
+    return strategy_fn(strategy)(correct, scores)
