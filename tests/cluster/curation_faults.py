@@ -5,6 +5,7 @@ duplicated and time. Shared by tests/cluster/test_curation_faults.py and benchma
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -236,7 +237,10 @@ def three_faults(cluster: LocalCluster, items: Path, run_dir: Path, expected: li
     _, node = _expert_host(cluster, job)
     struck = [strike(cluster, job, run_dir, lambda: cluster.kill_node(node))]
     cluster.nodes.remove(node)
-    cluster.add_worker(f"{node.name}r")
+    # The replacement node joins in the background, as an autoscaler's would: `ray start` takes seconds,
+    # and a fast job could finish meanwhile, before the next faults.
+    joining = threading.Thread(target=cluster.add_worker, args=(f"{node.name}r",), daemon=True)
+    joining.start()
     pid, _ = _expert_host(cluster, job)  # the pool's replacement actor
     wait_for_units(cluster, job, run_dir, struck[-1] + 1)
     cluster.kill_pid(pid)
@@ -247,6 +251,7 @@ def three_faults(cluster: LocalCluster, items: Path, run_dir: Path, expected: li
     cluster.kill_pid(driver)
     struck.append(finished_units(run_dir))
     state = wait_terminal(cluster, job)
+    joining.join(timeout=300)
     run = _finish(cluster, "raylet, actor, driver SIGKILL + resubmit", command, run_dir, expected,
                   "FAILED" if state == "SUCCEEDED" else state, start, struck[0])
     run.units_at_each_fault = struck
