@@ -227,6 +227,13 @@ def _expert_host(cluster: LocalCluster, job: str, exclude: frozenset[int] = froz
     return wait_for(cluster, job, probe, "a live expert actor on a worker node")[0]
 
 
+def _expert_pid(cluster: LocalCluster, job: str, exclude: frozenset[int] = frozenset()) -> int:
+    """The pid of a live expert actor, wherever it runs: a restarted actor may land on a node whose
+    `ray start` has not returned yet, which `node_of` cannot name (the head has no CPUs: never there)."""
+    probe = expert_pids(cluster)
+    return wait_for(cluster, job, lambda: [p for p in probe() if p not in exclude], "a live expert actor")[0]
+
+
 def three_faults(cluster: LocalCluster, items: Path, run_dir: Path, expected: list[str]) -> FaultRun:
     """The three faults in one run, each after more units are published: the raylet of the expert's
     worker node, then the expert actor Ray Data restarted elsewhere, then the driver; then the job is
@@ -236,17 +243,18 @@ def three_faults(cluster: LocalCluster, items: Path, run_dir: Path, expected: li
     job = submit(cluster, command, wait=False)
     _, node = _expert_host(cluster, job)
     struck = [strike(cluster, job, run_dir, lambda: cluster.kill_node(node))]
+    doomed = frozenset(expert_pids(cluster)())  # actors of the killed node linger for a moment
     cluster.nodes.remove(node)
     # The replacement node joins in the background, as an autoscaler's would: `ray start` takes seconds,
     # and a fast job could finish meanwhile, before the next faults.
     joining = threading.Thread(target=cluster.add_worker, args=(f"{node.name}r",), daemon=True)
     joining.start()
-    pid, _ = _expert_host(cluster, job)  # the pool's replacement actor
+    pid = _expert_pid(cluster, job, exclude=doomed)  # the pool's replacement actor
     wait_for_units(cluster, job, run_dir, struck[-1] + 1)
     cluster.kill_pid(pid)
     struck.append(finished_units(run_dir))
     driver = wait_for(cluster, job, lambda: cluster.driver_pid(job), "driver pid in `ray list jobs`")
-    _expert_host(cluster, job, exclude=frozenset({pid}))  # the actor is back before the driver goes
+    _expert_pid(cluster, job, exclude=doomed | {pid})  # the actor is back before the driver goes
     wait_for_units(cluster, job, run_dir, struck[-1] + 1)
     cluster.kill_pid(driver)
     struck.append(finished_units(run_dir))
