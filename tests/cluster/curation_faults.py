@@ -107,11 +107,8 @@ def wait_for(cluster: LocalCluster, job_id: str, probe: Callable[[], Any], what:
     deadline, asked = time.monotonic() + timeout_s, time.monotonic()
     while not (found := probe()):
         if time.monotonic() - asked > status_every_s:
-            state = status(cluster, job_id)
-            if state in TERMINAL:
+            if status(cluster, job_id) in TERMINAL:
                 raise RuntimeError(f"job {job_id} ended before {what}")
-            if state == "RUNNING":
-                cluster.sample_metrics(LIVE_GAUGE)  # the driver's live gauge, while it is there
             asked = time.monotonic()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} after {timeout_s}s")
@@ -184,10 +181,7 @@ def raylet_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: l
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    expert = expert_pids(cluster)
-    hosts = wait_for(cluster, job, lambda: [n for n in map(cluster.node_of, expert())
-                                            if n is not None and n is not cluster.nodes[0]], "expert actor")
-    victim = hosts[0]
+    victim = expert_node(cluster, job)
     at_fault = strike(cluster, job, run_dir, lambda: cluster.kill_node(victim))
     cluster.nodes.remove(victim)
     cluster.add_worker(f"{victim.name}r")  # the autoscaler's replacement node
@@ -219,12 +213,11 @@ def driver_killed(cluster: LocalCluster, items: Path, run_dir: Path, expected: l
                    "FAILED" if state == "SUCCEEDED" else state, start, at_fault)
 
 
-def _expert_host(cluster: LocalCluster, job: str, exclude: frozenset[int] = frozenset()) -> tuple[int, Node]:
-    """(pid, node) of a live expert actor on a worker node, waiting for one (a restarted actor too)."""
-    def probe():
-        hosts = [(pid, cluster.node_of(pid)) for pid in expert_pids(cluster)() if pid not in exclude]
-        return [(pid, n) for pid, n in hosts if n is not None and n is not cluster.nodes[0]]
-    return wait_for(cluster, job, probe, "a live expert actor on a worker node")[0]
+def expert_node(cluster: LocalCluster, job: str) -> Node:
+    """The known worker node that hosts a live expert actor, waiting for one."""
+    expert = expert_pids(cluster)
+    return wait_for(cluster, job, lambda: [n for n in map(cluster.node_of, expert())
+                                           if n is not None and n is not cluster.nodes[0]], "expert actor")[0]
 
 
 def _expert_pid(cluster: LocalCluster, job: str, exclude: frozenset[int] = frozenset()) -> int:
@@ -241,7 +234,7 @@ def three_faults(cluster: LocalCluster, items: Path, run_dir: Path, expected: li
     start = time.monotonic()
     command = curate_command(items, run_dir)
     job = submit(cluster, command, wait=False)
-    _, node = _expert_host(cluster, job)
+    node = expert_node(cluster, job)
     struck = [strike(cluster, job, run_dir, lambda: cluster.kill_node(node))]
     doomed = frozenset(expert_pids(cluster)())  # actors of the killed node linger for a moment
     cluster.nodes.remove(node)
