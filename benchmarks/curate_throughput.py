@@ -5,10 +5,15 @@ into a shared caption store so none of the three measurements pays for them):
   job    the curation job on Ray Data (`run_curation`, end to end: planning, actor start-up and model
          loading included, strong-judge backend `column`);
   naive  one process, every pair, every expert: a forward pass over both sides of the pair;
-  raw    one process running only the batched forward passes over the same distinct texts.
+  raw    one process doing only the expert actor's own work: render each distinct response in the
+         expert's chat template and run the batched forward passes over them.
 Reported: job/naive (target >= 4) and job/raw (target >= 0.9; the raw baseline gets the expert actor's
 own batching: the distinct responses of one expert batch of items per call, in token-budget,
-length-sorted chunks).
+length-sorted chunks). The job's rate is given twice: end to end, and in steady state (pairs of every
+unit published after the first, over the time from the first publication to the last), which leaves out
+start-up: Ray Data planning, actor creation, model loading and filling the pipeline, a fixed cost that a
+run of millions of pairs pays once. `steady/raw` is what orchestration costs per pair; use
+`--unit-items` small enough for several units.
 
 Memory: the job run as a subprocess at each requested size (in pairs) with the fastest models (the
 micro caption VLM, the four micro reward models, judge backend `column`); the proportional set size of
@@ -81,11 +86,12 @@ def precompute_captions(config, items: list[dict], store: Path) -> dict[str, str
 
 
 def baselines(config, items: list[dict], captions: dict[str, str], naive_items: int, threads: int) -> dict:
-    """(raw) batched forwards over distinct texts and (naive) both sides of every pair, pairs/s each.
+    """(raw) rendered, batched forwards over distinct texts and (naive) both sides of every pair, pairs/s.
 
-    The raw baseline scores exactly what the job's expert actor scores per call: the distinct responses
-    of one expert batch of items (`batch_size` items), through the same `RewardScorer.score`, i.e. the
-    same token-budget, length-sorted chunks. job/raw then measures what orchestration costs.
+    The raw baseline does exactly what the job's expert actor does per call: render the distinct
+    responses of one expert batch of items (`batch_size` items) and score them through the same
+    `RewardScorer.score`, i.e. the same token-budget, length-sorted chunks. job/raw then measures what
+    orchestration costs.
     """
     import torch
 
@@ -101,12 +107,11 @@ def baselines(config, items: list[dict], captions: dict[str, str], naive_items: 
     batch = min(config.models[e].resources.batch_size for e in config.curation.experts)  # the pool's batch
     raw = 0.0
     for scorer in scorers.values():
-        calls = [[scorer.render(expert_messages(caption[i], it["question"], it["responses"][r]))
-                  for i, it in enumerate(items[start:start + batch], start)
-                  for r in distinct_indices(it["responses"])] for start in range(0, len(items), batch)]
         t0 = time.perf_counter()
-        for texts in calls:
-            scorer.score(texts)
+        for start in range(0, len(items), batch):  # render + score, as the expert actor does per batch
+            scorer.score([scorer.render(expert_messages(caption[i], it["question"], it["responses"][r]))
+                          for i, it in enumerate(items[start:start + batch], start)
+                          for r in distinct_indices(it["responses"])])
         raw += time.perf_counter() - t0
     subset = items[:naive_items]
     naive_pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in subset)
@@ -135,15 +140,30 @@ def throughput(args, workdir: Path) -> dict:
     captions = precompute_captions(config, items, store)
     run_dir = workdir / "run_throughput"
     shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.time()
     summary = run_curation(config, str(items_dir), str(run_dir))
     import ray
 
     ray.shutdown()
     base = baselines(config, items, captions, min(args.naive_items, len(items)), math.ceil(args.experts_cpus))
     job = summary["run"]["pairs_per_second"]
+    steady = steady_state(run_dir, started)
     return {"items": len(items), "experts": experts, "job_pairs_per_s": job, "job_seconds": summary["run"]["seconds"],
-            "captions_generated_by_job": summary["captions"].get("generated", 0), **base,
-            "job_over_naive": job / base["naive_pairs_per_s"], "job_over_raw": job / base["raw_pairs_per_s"]}
+            "captions_generated_by_job": summary["captions"].get("generated", 0), **base, **steady,
+            "job_over_naive": job / base["naive_pairs_per_s"], "job_over_raw": job / base["raw_pairs_per_s"],
+            "steady_over_raw": (steady["steady_pairs_per_s"] or 0.0) / base["raw_pairs_per_s"]}
+
+
+def steady_state(run_dir: Path, started: float) -> dict:
+    """The job's rate once running: pairs of the units published after the first one, over the time
+    between the first and the last publication (a unit's manifest is written last, atomically)."""
+    published = sorted((m.stat().st_mtime, sum(json.loads(m.read_text())["stats"]["pairs"].values()))
+                       for m in (run_dir / "_units").glob("*.json"))
+    if len(published) < 3:
+        return {"units": len(published), "steady_pairs_per_s": None, "first_unit_after_s": None}
+    span = published[-1][0] - published[0][0]
+    return {"units": len(published), "steady_pairs_per_s": sum(n for _, n in published[1:]) / span,
+            "first_unit_after_s": round(published[0][0] - started, 1)}
 
 
 # --------------------------------------------------------------------------------------------- memory

@@ -86,6 +86,20 @@ def swap_choice(choice: Choice | None) -> Choice | None:
     return None if choice is None else ("B" if choice == "A" else "A")
 
 
+def swap_judgement(text: str) -> str:
+    """The same judgement told for the swapped answer order: the verdict line names the other letter
+    (so it still picks the same answer) and the explanation's answer mentions are exchanged. A text
+    without a verdict line only has its mentions exchanged."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.strip():
+            if _VERDICT_RE.match(line):
+                lines[i] = f"{VERDICT_PREFIX} {swap_choice(parse_verdict(line))}"
+                return "\n".join(lines[:i + 1] + [swap_answer_mentions(x) for x in lines[i + 1:]])
+            break
+    return swap_answer_mentions(text)
+
+
 def swap_answer_mentions(text: str) -> str:
     """Exchange the letters in mentions such as "Answer A" / "response B" (A<->B), keeping the words.
 

@@ -20,6 +20,7 @@ from carevl.config.planning import PlanningConfig
 from carevl.config.stages import (
     CandidateSource,
     CurationConfig,
+    DPOStage,
     EvalConfig,
     InputLimits,
     LoraSpec,
@@ -36,7 +37,7 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 __all__ = [
     "CarevlConfig", "ConfigError", "load_config", "DEFAULT_CONFIG", "ModelSpec", "Resources", "HttpSpec",
     "GenerationSpec", "CurationConfig", "StrongJudgeConfig", "CandidateSource", "InputLimits",
-    "SFTStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
+    "SFTStage", "DPOStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
     "PlanningConfig",
 ]
 
@@ -73,7 +74,7 @@ class CarevlConfig(StrictModel):
     curation: CurationConfig
     sft: SFTStage
     refine: RefineConfig
-    dpo: TrainStageConfig = Field(default_factory=TrainStageConfig)
+    dpo: DPOStage = Field(default_factory=DPOStage)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)

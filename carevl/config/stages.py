@@ -111,6 +111,11 @@ class SFTStage(TrainStageConfig):
                               "instead of one seeded order; the paper trains each pair once")
 
 
+class DPOStage(TrainStageConfig):
+    both_orders: bool = Field(False, description="train every refined pair in both A/B orders (critiques re-told "
+                              "for the swapped order); the paper trains each pair once, in its sampled order")
+
+
 class RefineConfig(StrictModel):
     """Paper 3.4-3.5: m critiques from the SFT model, rubric scores, negative sampling."""
 

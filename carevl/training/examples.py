@@ -34,7 +34,7 @@ SFT_FEATURES = datasets.Features({
     "prompt": _MESSAGES, "completion": _MESSAGES, "images": datasets.List(datasets.Image()),
 })
 DPO_FEATURES = datasets.Features({
-    "pair_id": datasets.Value("string"),
+    "pair_id": datasets.Value("string"), "swapped": datasets.Value("bool"),
     "prompt": _MESSAGES, "chosen": _MESSAGES, "rejected": _MESSAGES, "images": datasets.List(datasets.Image()),
 })
 

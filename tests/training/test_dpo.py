@@ -37,6 +37,23 @@ def test_dpo_example_skips_empty_and_identical_critiques():
     assert reason is None and example["chosen"][0]["role"] == "assistant"
 
 
+def test_both_orders_teach_the_same_preference_with_the_answers_swapped():
+    row = {"pair_id": "p", "question": "q", "response_a": "a red circle", "response_b": "a blue square"}
+    chosen = format_judgement("A", "Answer A names the red circle; Answer B invents a square.")
+    rejected = format_judgement("B", "Answer B is shorter.")
+    (plain, swapped), reason = dpo_example({**row, "chosen": chosen, "rejected": rejected}, both_orders=True)
+    assert reason is None and (plain["swapped"], swapped["swapped"]) == (False, True)
+    assert plain["chosen"][0]["content"][0]["text"] == chosen
+    text = lambda example, key: example[key][0]["content"][0]["text"]  # noqa: E731
+    prompt = lambda example: example["prompt"][1]["content"][-1]["text"]  # noqa: E731
+    # The swapped prompt shows the blue square first; the chosen critique still prefers the red circle.
+    assert prompt(swapped).index("a blue square") < prompt(swapped).index("a red circle")
+    assert text(swapped, "chosen") == format_judgement("B", "Answer B names the red circle; Answer A invents a square.")
+    assert text(swapped, "rejected") == format_judgement("A", "Answer A is shorter.")
+    single, _ = dpo_example({**row, "chosen": chosen, "rejected": rejected})
+    assert single == plain
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, checks, curated_pairs, tmp_path):
@@ -74,16 +91,17 @@ def test_lora_dpo_uses_the_adapter_free_base_as_reference(checks, curated_pairs,
     from transformers import AutoModelForImageTextToText
 
     from carevl.config import InputLimits
-    from carevl.training.dpo import DPO
+    from carevl.training.dpo import dpo_recipe
     from carevl.training.examples import load_examples, prepare_examples
 
     _dpo_rows(curated_pairs, tmp_path / "pairs")
-    prepare_examples(str(tmp_path / "pairs" / "dpo"), tmp_path / "data", DPO.build, DPO.features, InputLimits())
     config = load_config(overrides=checks.MICRO + ["dpo.lora.r=4", "dpo.trainer.max_steps=2",
                                                    "dpo.trainer.per_device_train_batch_size=2",
                                                    "dpo.trainer.learning_rate=1e-2", "dpo.trainer.report_to=none"])
+    recipe = dpo_recipe(config)
+    prepare_examples(str(tmp_path / "pairs" / "dpo"), tmp_path / "data", recipe.build, recipe.features, InputLimits())
     base = checks.micro_folder()
-    trainer, processor = run_module.build_trainer(DPO, config, str(base), load_examples(tmp_path / "data"),
+    trainer, processor = run_module.build_trainer(recipe, config, str(base), load_examples(tmp_path / "data"),
                                                   tmp_path / "hf", "cpu")
     assert trainer.ref_model is None and isinstance(trainer.model, PeftModel)
     lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}

@@ -113,3 +113,16 @@ def test_both_orders_shows_each_pair_twice_with_opposite_verdicts():
         assert sorted(verdicts) == ["A", "B"]
         texts = [e["prompt"][1]["content"][-1]["text"] for e in (plain, swapped)]
         assert texts[0] != texts[1]   # the answers really are shown in the other order
+
+
+def test_a_judgement_retold_for_the_swapped_order_still_picks_the_same_answer():
+    from carevl.judge_format import format_judgement, swap_judgement
+
+    text = format_judgement("A", "Answer A counts two circles, while Answer B counts three.")
+    swapped = swap_judgement(text)
+    assert parse_verdict(swapped) == "B"
+    assert parse_explanation(swapped) == "Answer B counts two circles, while Answer A counts three."
+    assert swap_judgement(swapped) == text
+    # No verdict line: only the mentions change (the critique stays unparseable, as it was).
+    assert swap_judgement("I think Answer A is right.") == "I think Answer B is right."
+    assert parse_verdict(swap_judgement("I think Answer A is right.")) is None
