@@ -20,7 +20,6 @@ from carevl.config.planning import PlanningConfig
 from carevl.config.stages import (
     CandidateSource,
     CurationConfig,
-    DPOStage,
     EvalConfig,
     InputLimits,
     LoraSpec,
@@ -37,7 +36,7 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
 __all__ = [
     "CarevlConfig", "ConfigError", "load_config", "DEFAULT_CONFIG", "ModelSpec", "Resources", "HttpSpec",
     "GenerationSpec", "CurationConfig", "StrongJudgeConfig", "CandidateSource", "InputLimits",
-    "SFTStage", "DPOStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
+    "SFTStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
     "PlanningConfig",
 ]
 
@@ -74,7 +73,7 @@ class CarevlConfig(StrictModel):
     curation: CurationConfig
     sft: SFTStage
     refine: RefineConfig
-    dpo: DPOStage = Field(default_factory=DPOStage)
+    dpo: TrainStageConfig = Field(default_factory=TrainStageConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)

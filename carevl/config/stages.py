@@ -103,17 +103,13 @@ class TrainStageConfig(StrictModel):
     freeze_vision: bool = True
     lora: LoraSpec | None = None
     trainer: dict[str, Any] = Field(default_factory=dict)
+    both_orders: bool = Field(False, description="train every pair in both A/B orders (twice the examples; a DPO "
+                              "row's critiques re-told for the swapped order) instead of one; the paper trains "
+                              "each pair once")
 
 
 class SFTStage(TrainStageConfig):
     judge_model: str = Field(description="key in `models`: the LVLM backbone to fine-tune")
-    both_orders: bool = Field(False, description="train every pair in both A/B orders (twice the examples) "
-                              "instead of one seeded order; the paper trains each pair once")
-
-
-class DPOStage(TrainStageConfig):
-    both_orders: bool = Field(False, description="train every refined pair in both A/B orders (critiques re-told "
-                              "for the swapped order); the paper trains each pair once, in its sampled order")
 
 
 class RefineConfig(StrictModel):

@@ -4,8 +4,9 @@ Each DPO row written by the refinement job becomes one preference example: the j
 pair (in the pair's own A/B order, the order the critiques were sampled in), the chosen critique and
 the rejected critique. With `dpo.both_orders` it becomes two: the second shows the answers swapped,
 with both critiques re-told for that order (`judge_format.swap_judgement`), so the preference is taught
-the same way whichever answer comes first. The policy starts from the SFT model and the reference is that same model,
-frozen (paper 3.6); the training path is the one shared with SFT in `carevl.training.run`.
+the same way whichever answer comes first. The policy starts from the SFT model and the reference is
+that same model, frozen (paper 3.6); the training path is the one shared with SFT in
+`carevl.training.run`.
 """
 from __future__ import annotations
 
