@@ -1,5 +1,6 @@
 """SFT conversation builder (paper 3.3): seeded A/B swap with a consistent target."""
-from carevl.judge_format import parse_explanation, parse_verdict, swap_answer_mentions
+from carevl.judge_format import (format_judgement, parse_explanation, parse_verdict, swap_answer_mentions,
+                                 swap_judgement)
 from carevl.training.sft_data import (
     LABEL_MISMATCH, NO_EXPLANATION, NO_LABEL, NOT_HIGH, sft_conversation, sft_conversations,
     swap_order,
@@ -116,8 +117,6 @@ def test_both_orders_shows_each_pair_twice_with_opposite_verdicts():
 
 
 def test_a_judgement_retold_for_the_swapped_order_still_picks_the_same_answer():
-    from carevl.judge_format import format_judgement, swap_judgement
-
     text = format_judgement("A", "Answer A counts two circles, while Answer B counts three.")
     swapped = swap_judgement(text)
     assert parse_verdict(swapped) == "B"
