@@ -6,14 +6,19 @@ into a shared caption store so none of the three measurements pays for them):
          loading included, strong-judge backend `column`);
   naive  one process, every pair, every expert: a forward pass over both sides of the pair;
   raw    one process doing only the expert actor's own work: render each distinct response in the
-         expert's chat template and run the batched forward passes over them.
+         expert's chat template and run the batched forward passes over them. It runs as a plain
+         script in a fresh interpreter and is reported twice: the forward passes alone (`raw`), and
+         the whole script (`raw_script`: interpreter start, imports, reading the items and stored
+         captions, model loading, forwards), which pays the fixed costs a job's actors pay too.
 Reported: job/naive (target >= 4) and job/raw (target >= 0.9; the raw baseline gets the expert actor's
 own batching: the distinct responses of one expert batch of items per call, in token-budget,
 length-sorted chunks). The job's rate is given twice: end to end, and in steady state (pairs of every
 unit published after the first, over the time from the first publication to the last), which leaves out
 start-up: Ray Data planning, actor creation, model loading and filling the pipeline, a fixed cost that a
-run of millions of pairs pays once. `steady/raw` is what orchestration costs per pair; use
-`--unit-items` small enough for several units.
+run of millions of pairs pays once. `steady/raw` is what orchestration costs per pair and
+`job/raw_script` what it costs end to end against a script without Ray; use `--unit-items` small enough
+for several units. The job's end-to-end clock starts once Ray is up (`job_wall_seconds` adds the
+local Ray start-up, which a job submitted to a running cluster does not pay).
 
 Memory: the job run as a subprocess at each requested size (in pairs) with the fastest models (the
 micro caption VLM, the four micro reward models, judge backend `column`); the proportional set size of
@@ -85,45 +90,87 @@ def precompute_captions(config, items: list[dict], store: Path) -> dict[str, str
     return captioner.store.lookup(set(keys))
 
 
-def baselines(config, items: list[dict], captions: dict[str, str], naive_items: int, threads: int) -> dict:
-    """(raw) rendered, batched forwards over distinct texts and (naive) both sides of every pair, pairs/s.
-
-    The raw baseline does exactly what the job's expert actor does per call: render the distinct
+def raw_forward(config, items: list[dict], captions: dict[str, str], threads: int) -> tuple[int, float]:
+    """(pairs, seconds) of the raw baseline: what the job's expert actor does per call, render the distinct
     responses of one expert batch of items (`batch_size` items) and score them through the same
-    `RewardScorer.score`, i.e. the same token-budget, length-sorted chunks. job/raw then measures what
-    orchestration costs.
-    """
+    `RewardScorer.score`, i.e. the same token-budget, length-sorted chunks, one expert after another."""
     import torch
 
-    from carevl.prompts import expert_messages
     from carevl.curation.pairs import distinct_indices
     from carevl.data.images import image_key
     from carevl.models.backends import make_scorer
+    from carevl.prompts import expert_messages
 
     torch.set_num_threads(threads)  # the same as the job's expert actor (its CPUs, rounded up)
     scorers = {e: make_scorer(config.models[e], config.paths.model_cache_dir()) for e in config.curation.experts}
     pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in items)
     caption = [captions[image_key(it["image_path"], it["image_bytes"])] for it in items]
     batch = min(config.models[e].resources.batch_size for e in config.curation.experts)  # the pool's batch
-    raw = 0.0
+    seconds = 0.0
     for scorer in scorers.values():
         t0 = time.perf_counter()
-        for start in range(0, len(items), batch):  # render + score, as the expert actor does per batch
+        for start in range(0, len(items), batch):
             scorer.score([scorer.render(expert_messages(caption[i], it["question"], it["responses"][r]))
                           for i, it in enumerate(items[start:start + batch], start)
                           for r in distinct_indices(it["responses"])])
-        raw += time.perf_counter() - t0
-    subset = items[:naive_items]
-    naive_pairs = sum(len(list(combinations(distinct_indices(it["responses"]), 2))) for it in subset)
-    t0 = time.perf_counter()
-    for i, it in enumerate(subset):
+        seconds += time.perf_counter() - t0
+    return pairs, seconds
+
+
+def raw_script_main(request: dict) -> None:
+    """The raw baseline as a plain script would run it, in this fresh process: read the items and the
+    stored captions, load the experts, score. Prints its figures as one JSON line; `script_seconds`
+    counts from the interpreter's start (imports and model loading included, as the job's actors pay
+    them)."""
+    import psutil
+
+    from carevl.config import load_config
+    from carevl.curation.captions import CaptionStore, caption_id
+    from carevl.data.images import image_key
+
+    config = load_config(overrides=request["sets"])
+    items = load_items(Path(request["items"]))
+    store = CaptionStore(request["store"], caption_id(config.models[config.curation.caption_model]))
+    store.refresh()
+    captions = store.lookup({image_key(it["image_path"], it["image_bytes"]) for it in items})
+    pairs, seconds = raw_forward(config, items, captions, request["threads"])
+    print(json.dumps({"pairs": pairs, "forward_seconds": seconds,
+                      "script_seconds": time.time() - psutil.Process().create_time()}))
+
+
+def raw_baseline(sets: list[str], items_dir: Path, store: Path, threads: int) -> dict:
+    """Run `raw_script_main` in a fresh interpreter; its rates, forward-only and as a whole script."""
+    request = json.dumps({"sets": sets, "items": str(items_dir), "store": str(store), "threads": threads})
+    done = subprocess.run([sys.executable, __file__, "--raw-script", request], cwd=REPO, check=True,
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"pairs": out["pairs"], "raw_seconds": out["forward_seconds"],
+            "raw_pairs_per_s": out["pairs"] / out["forward_seconds"],
+            "raw_script_seconds": out["script_seconds"],
+            "raw_script_pairs_per_s": out["pairs"] / out["script_seconds"]}
+
+
+def naive_baseline(config, items: list[dict], captions: dict[str, str], threads: int) -> dict:
+    """One process, every pair, every expert: a forward pass over both sides of the pair, pairs/s."""
+    import torch
+
+    from carevl.curation.pairs import distinct_indices
+    from carevl.data.images import image_key
+    from carevl.models.backends import make_scorer
+    from carevl.prompts import expert_messages
+
+    torch.set_num_threads(threads)
+    scorers = [make_scorer(config.models[e], config.paths.model_cache_dir()) for e in config.curation.experts]
+    pairs, t0 = 0, time.perf_counter()
+    for it in items:
+        caption = captions[image_key(it["image_path"], it["image_bytes"])]
         for a, b in combinations(distinct_indices(it["responses"]), 2):
-            for scorer in scorers.values():
-                scorer.score([scorer.render(expert_messages(caption[i], it["question"], it["responses"][a])),
-                              scorer.render(expert_messages(caption[i], it["question"], it["responses"][b]))])
-    naive = time.perf_counter() - t0
-    return {"pairs": pairs, "raw_seconds": raw, "raw_pairs_per_s": pairs / raw,
-            "naive_pairs": naive_pairs, "naive_seconds": naive, "naive_pairs_per_s": naive_pairs / naive}
+            pairs += 1
+            for scorer in scorers:
+                scorer.score([scorer.render(expert_messages(caption, it["question"], it["responses"][a])),
+                              scorer.render(expert_messages(caption, it["question"], it["responses"][b]))])
+    seconds = time.perf_counter() - t0
+    return {"naive_pairs": pairs, "naive_seconds": seconds, "naive_pairs_per_s": pairs / seconds}
 
 
 def throughput(args, workdir: Path) -> dict:
@@ -142,15 +189,19 @@ def throughput(args, workdir: Path) -> dict:
     shutil.rmtree(run_dir, ignore_errors=True)
     started = time.time()
     summary = run_curation(config, str(items_dir), str(run_dir))
+    wall = time.time() - started   # local Ray start-up included (a running cluster's job pays no such cost)
     import ray
 
     ray.shutdown()
-    base = baselines(config, items, captions, min(args.naive_items, len(items)), math.ceil(args.experts_cpus))
+    threads = math.ceil(args.experts_cpus)
+    base = {**raw_baseline(sets + ["ray.num_cpus=2"], items_dir, store, threads),
+            **naive_baseline(config, items[:args.naive_items], captions, threads)}
     job = summary["run"]["pairs_per_second"]
     steady = steady_state(run_dir, started)
     return {"items": len(items), "experts": experts, "job_pairs_per_s": job, "job_seconds": summary["run"]["seconds"],
-            "captions_generated_by_job": summary["captions"].get("generated", 0), **base, **steady,
+            "job_wall_seconds": round(wall, 2), "captions_generated_by_job": summary["captions"].get("generated", 0), **base, **steady,
             "job_over_naive": job / base["naive_pairs_per_s"], "job_over_raw": job / base["raw_pairs_per_s"],
+            "job_over_raw_script": job / base["raw_script_pairs_per_s"],
             "steady_over_raw": (steady["steady_pairs_per_s"] or 0.0) / base["raw_pairs_per_s"]}
 
 
@@ -289,7 +340,10 @@ def main() -> None:
                         help="stop a memory run after this long (reports the pairs published by then)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--workdir", default="/tmp/curate_bench")
+    parser.add_argument("--raw-script", metavar="REQUEST", help=argparse.SUPPRESS)  # the raw baseline's child
     args = parser.parse_args()
+    if args.raw_script:
+        return raw_script_main(json.loads(args.raw_script))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
