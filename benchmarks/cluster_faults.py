@@ -18,20 +18,16 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from carevl.config import load_config  # noqa: E402
-from carevl.models.tiny import EXPERT_ROLES, build_tiny_models  # noqa: E402
-from tests.cluster.curation_faults import FAULT_ITEMS, SCENARIOS, clean_run, write_items  # noqa: E402
-from tests.cluster.harness import LocalCluster  # noqa: E402
-from tests.cluster.judge_faults import (  # noqa: E402
+from carevl.config import load_config
+from carevl.models.tiny import EXPERT_ROLES, build_tiny_models
+from carevl.testing.cluster import LocalCluster
+from carevl.testing.curation_faults import FAULT_ITEMS, SCENARIOS, clean_run, write_items
+from carevl.testing.judge_faults import (
     TOKEN,
     TOKEN_ENV,
     hostile_requests,

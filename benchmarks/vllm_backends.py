@@ -10,7 +10,7 @@
    SmolLM2-135M judge, the same requests) with `backend: vllm` against `backend: transformers` behind
    `@serve.batch`; a closed loop of c workers; throughput, p50 and p99 latency.
 
-The models are the vLLM tier's quick kit (`tests/vllm_support.py`), built under the model cache.
+The models are the vLLM tier's quick kit (`carevl/testing/vllm_kit.py`), built under the model cache.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import json
 import os
 import socket
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -28,9 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Ray starts its workers at nice 15 by default; the in-process reward runs are at the caller's priority.
 os.environ.setdefault("RAY_worker_niceness", "0")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.vllm_support import CPU_ENGINE_ARGS, REWARD_ROLES, reward_spec, tier_models  # noqa: E402
+from carevl.testing.vllm_kit import CPU_ENGINE_ARGS, REWARD_ROLES, reward_spec, tier_models  # noqa: E402
 
 
 def reward_rows(models: dict[str, Path], n_texts: int) -> list[dict]:

@@ -7,9 +7,9 @@ import pytest
 
 from carevl.config import load_config
 from carevl.curation.pipeline import run_curation
+from carevl.testing.items import synth_rows, tiny_overrides, write_jsonl
 from ray_jobs import audit as audit_job
 
-from tests.curation.conftest import synth_rows, tiny_overrides, write_jsonl
 from tests.jobs import job_status
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from tests.cluster.curation_faults import FAULT_ITEMS, LIVE_GAUGE, SCENARIOS, clean_run, write_items
-from tests.cluster.harness import LocalCluster
+from carevl.testing.cluster import LocalCluster
+from carevl.testing.curation_faults import FAULT_ITEMS, LIVE_GAUGE, SCENARIOS, clean_run, write_items
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

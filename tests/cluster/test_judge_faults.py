@@ -10,8 +10,8 @@ from collections import Counter
 
 import pytest
 
-from tests.cluster.harness import LocalCluster
-from tests.cluster.judge_faults import (
+from carevl.testing.cluster import LocalCluster
+from carevl.testing.judge_faults import (
     REPLICA,
     TOKEN,
     TOKEN_ENV,

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
+
+from carevl.testing.items import write_jsonl
 
 
 def png_bytes(size: tuple[int, int] = (16, 16), colour=(200, 30, 30)) -> bytes:
@@ -33,12 +34,6 @@ def good_item(item_id: str, **overrides) -> dict:
     return item
 
 
-def write_jsonl(path: Path, rows: list) -> Path:
-    lines = [r if isinstance(r, str) else json.dumps(r) for r in rows]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture
 def jsonl_writer(tmp_path):
     def write(rows: list, name: str = "items.jsonl") -> Path:
@@ -46,30 +41,6 @@ def jsonl_writer(tmp_path):
         folder.mkdir(exist_ok=True)
         return write_jsonl(folder / name, rows)
     return write
-
-
-def synth_rows(n: int, seed: int = 3, captions: bool = False) -> list[dict]:
-    """n synthetic items (2-4 responses, noisy shipped verdicts, optionally their true captions) as
-    JSONL-ready dicts."""
-    from carevl.data.synth import SynthSpec, make_item
-
-    spec = SynthSpec(min_responses=2, max_responses=4, judge_accuracy=0.8, with_captions=captions)
-    rows = []
-    for i in range(n):
-        row = make_item(seed, i, spec)
-        row["image_bytes"] = base64.b64encode(row["image_bytes"]).decode()
-        rows.append(row)
-    return rows
-
-
-MICRO_EXPERTS = "[rm_llama, rm_qwen2, rm_gemma2, rm_mistral]"  # M = 4 architectures, tau = 3
-
-
-def tiny_overrides(unit_items: int) -> list[str]:
-    """Fast settings: short captions, four of the five micro experts (M = 4, tau = 3), small work units."""
-    return ["models.vlm.generation.max_new_tokens=8", f"curation.experts={MICRO_EXPERTS}",
-            f"curation.unit_items={unit_items}",
-            "curation.progress_interval_s=2"]
 
 
 def kill_processes_mentioning(marker: str) -> int:

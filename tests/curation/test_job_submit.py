@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.curation.conftest import kill_processes_mentioning, synth_rows, tiny_overrides, write_jsonl
+from carevl.testing.items import synth_rows, tiny_overrides, write_jsonl
+
+from tests.curation.conftest import kill_processes_mentioning
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

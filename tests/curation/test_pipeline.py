@@ -12,8 +12,9 @@ from carevl.curation.pairs import distinct_indices
 from carevl.curation.pipeline import run_curation
 from carevl.curation.votes import confidence_split, count_votes
 from carevl.ledger import StaleRunError
+from carevl.testing.items import synth_rows, tiny_overrides, write_jsonl
 
-from tests.curation.conftest import good_item, synth_rows, tiny_overrides, write_jsonl
+from tests.curation.conftest import good_item
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 from carevl.curation.units import OUTPUT_CLASSES, duplicate_first_rows, plan_units, scan_file
 from carevl.ledger import STAGING_DIR, RunLedger, read_unit_rows
 from carevl.curation.validate import id_hash
-
-from tests.curation.conftest import write_jsonl
+from carevl.testing.items import write_jsonl
 
 
 def _parquet(path, ids, row_group_size=3):

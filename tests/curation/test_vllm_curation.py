@@ -15,8 +15,8 @@ pytest.importorskip("vllm", reason="vLLM is not installed (make test-vllm runs t
 
 from carevl.config import load_config  # noqa: E402
 from carevl.curation.pipeline import run_curation  # noqa: E402
-from tests.curation.conftest import synth_rows, write_jsonl  # noqa: E402
-from tests.vllm_support import CPU_ENGINE_ARGS, REWARD_ROLES, tier_models  # noqa: E402
+from carevl.testing.items import synth_rows, write_jsonl  # noqa: E402
+from carevl.testing.vllm_kit import CPU_ENGINE_ARGS, REWARD_ROLES, tier_models  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 

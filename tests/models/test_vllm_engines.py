@@ -16,7 +16,7 @@ from carevl.models.backends.transformers import RewardScorer, TextGenerator  # n
 from carevl.models.backends.vllm import VLLMRewardScorer, VLLMTextGenerator  # noqa: E402
 from carevl.prompts import expert_messages  # noqa: E402
 from carevl.refine.critiques import CritiqueScorer  # noqa: E402
-from tests.vllm_support import REWARD_ROLES, head_dim, reward_spec, text_lm_spec, tier_models  # noqa: E402
+from carevl.testing.vllm_kit import REWARD_ROLES, head_dim, reward_spec, text_lm_spec, tier_models  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

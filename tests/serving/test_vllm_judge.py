@@ -22,7 +22,7 @@ from carevl.judge.model import JudgeModel  # noqa: E402
 from carevl.judge.rules import combine_swap  # noqa: E402
 from carevl.serving.http import create_app  # noqa: E402
 from carevl.serving.vllm_engine import VLLMJudgeEngine  # noqa: E402
-from tests.vllm_support import text_lm_spec, tier_models  # noqa: E402
+from carevl.testing.vllm_kit import text_lm_spec, tier_models  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 

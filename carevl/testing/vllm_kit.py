@@ -1,4 +1,5 @@
-"""What the vLLM test tier shares: the models it runs, the CPU engine settings, and model specs.
+"""What the vLLM test tier and benchmarks/vllm_backends.py share: the models they run, the CPU engine
+settings, and model specs.
 
 The tier builds its own copy of the kit's expert and scorer roles with the quick recipe (a few
 training steps) under `<model cache>/vllm-tier`, so it needs neither the full kit nor a long build,

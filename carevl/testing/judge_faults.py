@@ -1,5 +1,5 @@
 """The judge service on a local multi-node cluster under faults: a replica killed under load, and a
-bounded stream of malformed or hostile bodies. Shared by tests/cluster/test_judge_faults.py and
+bounded stream of malformed or hostile bodies. Used by tests/cluster/test_judge_faults.py and
 benchmarks/cluster_faults.py. All traffic goes to 127.0.0.1 and every loop is bounded.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from carevl.client import AsyncJudgeClient
-from tests.cluster.harness import LocalCluster, free_ports
+from carevl.testing.cluster import LocalCluster, free_ports
 
 TOKEN_ENV = "CAREVL_FAULT_JUDGE_TOKEN"
 TOKEN = "fault-test-token-7c1e"

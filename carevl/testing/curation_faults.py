@@ -1,6 +1,6 @@
 """Curation jobs on a local multi-node cluster under faults: a worker node's raylet SIGKILLed, an expert
 actor SIGKILLed, the driver SIGKILLed and the job submitted again, each measured for rows lost, rows
-duplicated and time. Shared by tests/cluster/test_curation_faults.py and benchmarks/cluster_faults.py.
+duplicated and time. Used by tests/cluster/test_curation_faults.py and benchmarks/cluster_faults.py.
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import pyarrow.parquet as pq
 
-from tests.cluster.harness import REPO, LocalCluster, Node
-from tests.curation.conftest import synth_rows, tiny_overrides, write_jsonl
+from carevl.config import REPO_ROOT
+from carevl.testing.cluster import LocalCluster, Node
+from carevl.testing.items import synth_rows, tiny_overrides, write_jsonl
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -60,7 +61,7 @@ def curate_command(items: Path, run_dir: Path) -> list[str]:
 
 def submit(cluster: LocalCluster, command: list[str], wait: bool) -> str:
     """`ray job submit` (token auth on); returns the submission id (after the job ends when `wait`)."""
-    cli = ["ray", "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO)]
+    cli = ["ray", "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO_ROOT)]
     out = cluster.cli(cli + ([] if wait else ["--no-wait"]) + ["--"] + command, timeout_s=900, check=False)
     ids = [w.strip("'\".,") for w in out.split() if w.strip("'\".,").startswith("raysubmit_")]
     if not ids:

@@ -3,7 +3,9 @@ worker node, each node with its own ports, temp dir and resources; token authent
 
 Every process the cluster starts carries a marker in its environment, so `stop()` (and the fault
 helpers) find and kill exactly this cluster's processes by pid, never another Ray on the machine.
-Used by the fault tests in tests/ and by benchmarks/cluster_faults.py.
+The nodes run the code of this repository checkout (its root is their PYTHONPATH, the working
+directory of the CLI calls, and what `ray job submit` uploads). Used by the fault tests in tests/ and
+by benchmarks/cluster_faults.py.
 """
 from __future__ import annotations
 
@@ -19,13 +21,13 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parents[2]
+from carevl.config import REPO_ROOT
+
 MARKER_ENV = "CAREVL_TEST_CLUSTER"
 
 
@@ -64,7 +66,7 @@ class LocalCluster:
     def __post_init__(self):
         self.gcs_port, self.dashboard_port, self.client_port = free_ports(3)
         self.env = {**os.environ, MARKER_ENV: self.marker, "RAY_AUTH_MODE": "token", "HF_HUB_OFFLINE": "1",
-                    "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(REPO), **self.env_extra}
+                    "RAY_DEDUP_LOGS": "0", "PYTHONPATH": str(REPO_ROOT), **self.env_extra}
         self.env.pop("RAY_ADDRESS", None)
         self.env["RAY_TMPDIR"] = self.root
 
@@ -167,7 +169,7 @@ class LocalCluster:
         for f in filters:
             cmd += ["--filter", f]
         try:
-            done = subprocess.run(cmd + (["--detail"] if detail else []), env=self.env, cwd=REPO,
+            done = subprocess.run(cmd + (["--detail"] if detail else []), env=self.env, cwd=REPO_ROOT,
                                   capture_output=True, text=True, timeout=120)
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stderr[-3000:]}")
@@ -204,7 +206,7 @@ class LocalCluster:
         raise TimeoutError(f"{n} nodes not alive after {timeout_s}s")
 
     def cli(self, cmd: list[str], timeout_s: float = 300, check: bool = True) -> str:
-        done = subprocess.run(cmd, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(cmd, env=self.env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
         if check and done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} -> {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
         return done.stdout + done.stderr
