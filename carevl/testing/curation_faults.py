@@ -152,7 +152,8 @@ def _finish(cluster: LocalCluster, name: str, command: list[str], run_dir: Path,
         raise RuntimeError(f"{name}: curation did not succeed after {attempts} submissions")
     lost, duplicated, quarantined = count_rows(run_dir, expected)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rows_conserved"], summary
+    if not summary["rows_conserved"]:
+        raise RuntimeError(f"{name}: the summary does not conserve rows: {summary}")
     return FaultRun(name, attempts, len(expected), lost, duplicated, round(time.monotonic() - start, 1), quarantined,
                     summary["run"]["units_total"], units_at_fault)
 

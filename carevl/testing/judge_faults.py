@@ -105,7 +105,8 @@ async def load_with_replica_kill(cluster: LocalCluster, base_url: str, requests:
             try:
                 r = await client.judge(f"Which answer describes image {i}?", f"a square number {i}", "a circle",
                                        image=_image_url(i), mode="verdict", swap_check=i % 3 == 0)
-                assert r.p_a is not None and 0.0 <= r.p_a <= 1.0
+                if r.p_a is None or not 0.0 <= r.p_a <= 1.0:
+                    raise ValueError(f"p_a out of range: {r.p_a!r}")
                 result.ok += 1
             except Exception as exc:  # noqa: BLE001 - every failure is counted and reported
                 result.failed.append(f"{i}: {type(exc).__name__}: {exc}")
