@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from carevl.testing.cluster import free_ports
 from carevl.testing.items import synth_rows, tiny_overrides, write_jsonl
 
 from tests.curation.conftest import kill_processes_mentioning
@@ -25,22 +25,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_curate_through_ray_job_submit(tmp_path):
     rows = synth_rows(3, seed=5)
     items = write_jsonl(tmp_path / "items.jsonl", rows)
     run_dir = tmp_path / "run"
     ray_tmp = tempfile.mkdtemp(prefix="cvj", dir="/tmp")
-    gcs, dashboard, client, agent, agent_grpc = _free_ports(5)
+    gcs, dashboard, client, agent, agent_grpc = free_ports(5)
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "HF_HUB_OFFLINE": "1", "RAY_AUTH_MODE": "token",
            # The `ray` CLI and the job's `python` are the ones of this interpreter's environment (a
            # virtualenv that was not activated, under `make test`).
