@@ -181,8 +181,8 @@ def throughput(args, workdir: Path) -> dict:
     store = workdir / "captions"
     experts = args.experts or load_config().curation.experts
     sets = overrides(store, experts, unit_items=args.unit_items, experts_cpus=args.experts_cpus)
-    sets += [f"models.{e}.resources.batch_size={args.batch}" for e in experts]
-    config = load_config(overrides=sets + ["ray.num_cpus=2"])
+    sets += [f"models.{e}.resources.batch_size={args.batch}" for e in experts] + ["ray.num_cpus=2"]
+    config = load_config(overrides=sets)
     items = load_items(items_dir)
     captions = precompute_captions(config, items, store)
     run_dir = workdir / "run_throughput"
@@ -194,12 +194,13 @@ def throughput(args, workdir: Path) -> dict:
 
     ray.shutdown()
     threads = math.ceil(args.experts_cpus)
-    base = {**raw_baseline(sets + ["ray.num_cpus=2"], items_dir, store, threads),
+    base = {**raw_baseline(sets, items_dir, store, threads),
             **naive_baseline(config, items[:args.naive_items], captions, threads)}
     job = summary["run"]["pairs_per_second"]
     steady = steady_state(run_dir, started)
     return {"items": len(items), "experts": experts, "job_pairs_per_s": job, "job_seconds": summary["run"]["seconds"],
-            "job_wall_seconds": round(wall, 2), "captions_generated_by_job": summary["captions"].get("generated", 0), **base, **steady,
+            "job_wall_seconds": round(wall, 2),
+            "captions_generated_by_job": summary["captions"].get("generated", 0), **base, **steady,
             "job_over_naive": job / base["naive_pairs_per_s"], "job_over_raw": job / base["raw_pairs_per_s"],
             "job_over_raw_script": job / base["raw_script_pairs_per_s"],
             "steady_over_raw": (steady["steady_pairs_per_s"] or 0.0) / base["raw_pairs_per_s"]}
