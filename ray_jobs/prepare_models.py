@@ -34,6 +34,11 @@ def report_lines(report: dict) -> list[str]:
     lines.append(f"experts: pairwise accuracy {accuracy} ({experts['pairs']} held-out pairs, model-written captions)")
     pair, agreement = max(experts["agreement"].items(), key=lambda kv: kv[1])
     lines.append(f"experts: highest agreement between two experts {agreement:.3f} ({pair.replace('|', ' and ')})")
+    base = report.get("base_judge")
+    if base:
+        for name, key in (("answers a question right", "answer_accuracy"), ("checks one answer right", "check_accuracy")):
+            figures = ", ".join(f"{c} {v:.2f}" for c, v in base[key].items())
+            lines.append(f"base judge {name}: {figures} ({base['questions']} held-out questions)")
     return lines
 
 

@@ -6,36 +6,49 @@ wrappers (the same `from_pretrained` loading and batching curation uses).
 - Experts: pairwise accuracy against gold on held-out preference pairs whose captions the caption model
   wrote (as at curation time), with ties counted as abstentions, and the agreement of every two experts
   (the share of pairs on which both vote and vote alike).
+- Base judge (the aligned caption model before any judge training), per question category: how often
+  its greedy answer to a held-out question is right, and how often it checks one given answer right
+  (said "Yes" to a right answer, "No" to a wrong one; no invented object, no filler, so only the
+  answer's claim decides). Checking one answer against the image is what a pairwise judge builds on;
+  where the base checks at chance, SFT can only teach the judge the answers' text cues.
 """
 from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from carevl.config import ModelSpec, Resources
+
 from carevl.data.captions import caption_objects, object_counts, precision_recall, scene_objects
 from carevl.data.shapes import draw_scene, make_scene
-from carevl.data.synth import SynthSpec, item_rng, make_responses, make_task
+from carevl.data.synth import CATEGORIES, SynthSpec, item_rng, make_responses, make_task
+from carevl.models.alignment import CHECK_TEMPLATE
 from carevl.models.backends.transformers import RewardScorer, VLMGenerator
 from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, KIT_VERSION, build_tiny_models, read_marker
 from carevl.prompts import caption_messages, expert_messages
 
 HELDOUT_STREAM = "kit-heldout"   # never used for training any role
 REPORT = "kit_report.json"
+REPORT_VERSION = 2   # bump when the report gains or changes a measurement
 
 
 def heldout_scenes(seed: int, n: int, image_size: int = 64):
     return [make_scene(item_rng(seed, i, HELDOUT_STREAM), image_size) for i in range(n)]
 
 
-def write_captions(folder: Path, scenes, batch_size: int = 32, max_new_tokens: int = 160) -> list[str]:
-    """Greedy captions of `scenes` by the caption model saved in `folder`."""
+def _vlm(folder: Path, batch_size: int = 32) -> VLMGenerator:
     spec = ModelSpec(path=str(folder), kind="vlm", dtype="float32", max_length=512,
                      resources=Resources(batch_size=batch_size))
-    generator = VLMGenerator(spec, folder.parent)
+    return VLMGenerator(spec, folder.parent)
+
+
+def write_captions(folder: Path, scenes, batch_size: int = 32, max_new_tokens: int = 160) -> list[str]:
+    """Greedy captions of `scenes` by the caption model saved in `folder`."""
+    generator = _vlm(folder, batch_size)
     outputs = generator.generate([caption_messages()] * len(scenes), [draw_scene(s) for s in scenes],
                                  temperature=0.0, max_new_tokens=max_new_tokens)
     return [samples[0] for samples in outputs]
@@ -87,13 +100,55 @@ def expert_competence(votes: dict[str, np.ndarray], pairs: list[dict]) -> dict:
     return report
 
 
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+
+
+def answer_is_right(task, answer: str, scene) -> bool:
+    """A right answer: one of the task's right phrasings, or for a description, the scene's objects."""
+    if task.category == "hallucination":
+        return Counter(caption_objects(answer)) == Counter(scene_objects(scene))
+    return answer.strip() in task.right
+
+
+def _rates(hits: dict[str, list[bool]]) -> dict[str, float]:
+    every = [h for values in hits.values() for h in values]
+    return {"all": round(float(np.mean(every)), 4),
+            **{c: round(float(np.mean(hits[c])), 4) for c in CATEGORIES if hits.get(c)}}
+
+
+def base_judge_skills(folder: Path, scenes, seed: int) -> dict:
+    """Answer and single-answer check accuracy of the aligned base per category (module docstring)."""
+    generator = _vlm(folder)
+    images = [draw_scene(s) for s in scenes]
+    tasks = [make_task(item_rng(seed, i, HELDOUT_STREAM + "-skills"), s, CATEGORIES) for i, s in enumerate(scenes)]
+    answers = generator.generate([_user(t.question) for t in tasks], images, temperature=0.0, max_new_tokens=48)
+    answered: dict[str, list[bool]] = defaultdict(list)
+    for task, scene, out in zip(tasks, scenes, answers):
+        answered[task.category].append(answer_is_right(task, out[0], scene))
+    cases = []   # (category, answer is right, conversation, image): one right and one wrong answer per scene
+    for i, (task, image) in enumerate(zip(tasks, images)):
+        rng = item_rng(seed, i, HELDOUT_STREAM + "-checks")
+        for right in (True, False):
+            answer = rng.choice(task.right if right else task.wrong)
+            cases.append((task.category, right, _user(CHECK_TEMPLATE.format(question=task.question, answer=answer)),
+                          image))
+    log_probs = generator.score_next_token([c[2] for c in cases], [c[3] for c in cases], ["Yes", "No"])
+    says_yes = log_probs[:, 0] > log_probs[:, 1]
+    checked: dict[str, list[bool]] = defaultdict(list)
+    for (category, right, _, _), yes in zip(cases, says_yes):
+        checked[category].append(bool(yes) == right)
+    return {"questions": len(tasks), "answer_accuracy": _rates(answered), "check_accuracy": _rates(checked),
+            "check_yes_rate": round(float(says_yes.mean()), 4)}
+
+
 def kit_report(model_cache: Path, images: int = 200, seed: int = 0) -> dict:
-    """Caption precision/recall and expert accuracy/agreement of the built kit (builds what is missing),
+    """Caption precision/recall, expert accuracy/agreement and the base judge's skills of the built kit (builds what is missing),
     measured once per build of the roles and cached in `<model_cache>/kit_report.json`."""
     model_cache = Path(model_cache).expanduser()
     folders = build_tiny_models(model_cache, [CAPTION_ROLE, *EXPERT_ROLES])
     stamp = {role: read_marker(folder).get("build_seconds") for role, folder in folders.items()}
-    key = {"kit_version": KIT_VERSION, "builds": stamp, "images": images, "seed": seed}
+    key = {"kit_version": KIT_VERSION, "report": REPORT_VERSION, "builds": stamp, "images": images, "seed": seed}
     cached = model_cache / REPORT
     try:
         report = json.loads(cached.read_text())
@@ -106,6 +161,8 @@ def kit_report(model_cache: Path, images: int = 200, seed: int = 0) -> dict:
     pairs = heldout_pairs(seed, scenes, captions)
     votes = {role: expert_votes(folders[role], pairs) for role in EXPERT_ROLES}
     report = {"key": key, "caption": caption_competence(captions, scenes),
-              "experts": expert_competence(votes, pairs), "example_caption": captions[0] if captions else None}
+              "experts": expert_competence(votes, pairs),
+              "base_judge": base_judge_skills(folders[CAPTION_ROLE], scenes, seed),
+              "example_caption": captions[0] if captions else None}
     cached.write_text(json.dumps(report, indent=1) + "\n")
     return report

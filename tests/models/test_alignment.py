@@ -33,3 +33,24 @@ def test_answer_checks_are_true_to_the_scene():
 
 def scene_objects(scene) -> set[str]:
     return {f"{shape.color} {shape.kind}" for shape in scene.shapes}
+
+
+def test_the_base_skill_probe_marks_answers_as_the_scene_says():
+    """`answer_is_right` (the kit report's answer accuracy) accepts every right phrasing, rejects every
+    wrong one, and reads descriptions by their objects, so a reordered description still counts."""
+    from carevl.data.synth import describe
+    from carevl.models.competence import answer_is_right
+
+    described = 0
+    for i in range(200):
+        rng = random.Random(1000 + i)
+        scene = make_scene(rng, 64)
+        task = make_task(rng, scene, CATEGORIES)
+        assert all(answer_is_right(task, f" {a} ", scene) for a in task.right), task
+        assert not any(answer_is_right(task, a, scene) for a in task.wrong), task
+        if task.category == "hallucination":
+            listing = describe(scene)[len("The image shows "):-1]
+            parts = listing.replace(" and ", ", ").split(", ")
+            assert answer_is_right(task, "I see " + ", ".join(reversed(parts)) + ".", scene)
+            described += 1
+    assert described > 20
