@@ -39,6 +39,11 @@ COLOR_CLASSES = (EMPTY, *COLORS)   # class 0: no shape in the cell
 SHAPE_CLASSES = (EMPTY, *SHAPES)
 
 
+INSTRUCTION_KINDS = ("caption", "question", "check")
+CHECK_STYLES = ("yes_no", "restate")
+RESTATED_VERDICT = "So the answer is"   # how a "restate" check ends: "... So the answer is right."
+
+
 @dataclass(frozen=True)
 class AlignmentRecipe:
     seed: int = 0
@@ -51,6 +56,15 @@ class AlignmentRecipe:
     vision_lr: float = 3e-3
     instruction_lr: float = 1e-3
     warmup_steps: int = 30
+    instruction_kinds: tuple[str, ...] = INSTRUCTION_KINDS   # one kind per step, in turn
+    check_style: str = "yes_no"    # or "restate": restate the claim and the fact, then say right or wrong
+
+    def __post_init__(self) -> None:
+        unknown = set(self.instruction_kinds) - set(INSTRUCTION_KINDS)
+        if not self.instruction_kinds or unknown:
+            raise ValueError(f"instruction_kinds must be a non-empty sequence of {INSTRUCTION_KINDS}")
+        if self.check_style not in CHECK_STYLES:
+            raise ValueError(f"unknown check style {self.check_style!r}; known: {CHECK_STYLES}")
 
 
 def training_scenes(recipe: AlignmentRecipe, stream: str, start: int, n: int) -> list[Scene]:
@@ -134,34 +148,39 @@ def align_projector(model, processor, recipe: AlignmentRecipe) -> list[float]:
 CHECK_TEMPLATE = "Question: {question}\n\n[Answer]\n{answer}\n[End of Answer]\n\nIs this answer right about the image?"
 
 
-def answer_check(scene: Scene, task, rng) -> tuple[str, str]:
+def answer_check(scene: Scene, task, rng, style: str = "yes_no") -> tuple[str, str]:
     """(user text, target) of one answer-checking example: a candidate answer drawn as the synthetic
     data draws them (right or wrong with equal odds, sometimes with an invented object or filler), and
-    whether it is right, plus the invented object if there is one."""
+    whether it is right, plus the invented object if there is one. The "restate" style first restates
+    the answer's claim and the fact the image shows, then says whether the answer is right."""
+    if style not in CHECK_STYLES:
+        raise ValueError(f"unknown check style {style!r}; known: {CHECK_STYLES}")
     spec = SynthSpec()
     correct = rng.random() < 0.5
     answer = make_response(rng, scene, task, correct, rng.random() < spec.hallucination_rate,
                            rng.random() < spec.verbose_rate)
-    target = "Yes, it is right." if correct else "No, it is wrong."
+    if style == "restate":
+        target = (f"The answer says: {answer.claim} Looking at the image, {task.fact}. "
+                  f"{RESTATED_VERDICT} {'right' if correct else 'wrong'}.")
+    else:
+        target = "Yes, it is right." if correct else "No, it is wrong."
     if answer.hallucination:
         thing = answer.hallucination
         target += f" It mentions {'an' if thing[0] in 'aeiou' else 'a'} {thing}, which the image does not show."
     return CHECK_TEMPLATE.format(question=task.question, answer=answer.text), target
 
 
-INSTRUCTION_KINDS = ("caption", "question", "check")
-
-
-def instruction(processor, scene: Scene, rng, caption_prompt: str, kind: str) -> tuple[str, str]:
+def instruction(processor, scene: Scene, rng, caption_prompt: str, kind: str,
+                check_style: str = "yes_no") -> tuple[str, str]:
     """(prompt text, target text) of one stage-2 example of `kind`: the grid caption, the answer to a
-    question about the scene, or the check of one candidate answer."""
+    question about the scene, or the check of one candidate answer (in `check_style`)."""
     if kind == "caption":
         return caption_prompt, grid_caption(scene)
     task = make_task(rng, scene, CATEGORIES)
     if kind == "question":
         text, target = task.question, rng.choice(task.right)
     else:
-        text, target = answer_check(scene, task, rng)
+        text, target = answer_check(scene, task, rng, check_style)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     prompt = processor.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return prompt, target
@@ -207,9 +226,9 @@ def tune_instructions(model, processor, recipe: AlignmentRecipe) -> list[float]:
         scenes = training_scenes(recipe, "instructions", start, recipe.instruction_batch)
         # One kind per step, in turn: each batch pads only to its own kind's lengths (the checks'
         # prompts are long, the captions' targets are), about a third less work than mixed batches.
-        kind = INSTRUCTION_KINDS[step % len(INSTRUCTION_KINDS)]
+        kind = recipe.instruction_kinds[step % len(recipe.instruction_kinds)]
         examples = [instruction(processor, scene, item_rng(recipe.seed, start + k, "align-questions"),
-                                caption_prompt, kind) for k, scene in enumerate(scenes)]
+                                caption_prompt, kind, recipe.check_style) for k, scene in enumerate(scenes)]
         loss = completion_loss(model, *completion_batch(processor, [p for p, _ in examples],
                                                         [t for _, t in examples], scenes))
         loss.backward()

@@ -26,7 +26,7 @@ from carevl.config import ModelSpec, Resources
 from carevl.data.captions import caption_objects, object_counts, precision_recall, scene_objects
 from carevl.data.shapes import draw_scene, make_scene
 from carevl.data.synth import CATEGORIES, SynthSpec, item_rng, make_responses, make_task
-from carevl.models.alignment import CHECK_TEMPLATE
+from carevl.models.alignment import CHECK_TEMPLATE, RESTATED_VERDICT
 from carevl.models.backends.transformers import RewardScorer, VLMGenerator
 from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, KIT_VERSION, build_tiny_models, read_marker
 from carevl.prompts import caption_messages, expert_messages
@@ -117,7 +117,29 @@ def _rates(hits: dict[str, list[bool]]) -> dict[str, float]:
             **{c: round(float(np.mean(hits[c])), 4) for c in CATEGORIES if hits.get(c)}}
 
 
-def base_judge_skills(folder: Path, scenes, seed: int) -> dict:
+def restated_verdict(text: str) -> bool | None:
+    """True / False for a check written in the "restate" style ("... So the answer is right."), None
+    when the text reaches no such verdict."""
+    tail = text.rsplit(RESTATED_VERDICT, 1)
+    if len(tail) != 2:
+        return None
+    word = tail[1].strip().split(" ", 1)[0].strip(".,;")
+    return {"right": True, "wrong": False}.get(word)
+
+
+def _says_right(generator: VLMGenerator, cases: list, check_style: str) -> np.ndarray:
+    """Whether the base calls each case's answer right: "Yes" against "No" at the first token, or, for
+    a base trained on restating checks, the verdict its greedy check ends with (none counts as wrong)."""
+    conversations, images = [c[2] for c in cases], [c[3] for c in cases]
+    if check_style == "yes_no":
+        log_probs = generator.score_next_token(conversations, images, ["Yes", "No"])
+        return log_probs[:, 0] > log_probs[:, 1]
+    texts = generator.generate(conversations, images, temperature=0.0, max_new_tokens=160)
+    verdicts = [restated_verdict(t[0]) for t in texts]
+    return np.array([v if v is not None else not right for v, (_, right, _, _) in zip(verdicts, cases)])
+
+
+def base_judge_skills(folder: Path, scenes, seed: int, check_style: str = "yes_no") -> dict:
     """Answer and single-answer check accuracy of the aligned base per category (module docstring)."""
     generator = _vlm(folder)
     images = [draw_scene(s) for s in scenes]
@@ -133,8 +155,7 @@ def base_judge_skills(folder: Path, scenes, seed: int) -> dict:
             answer = rng.choice(task.right if right else task.wrong)
             cases.append((task.category, right, _user(CHECK_TEMPLATE.format(question=task.question, answer=answer)),
                           image))
-    log_probs = generator.score_next_token([c[2] for c in cases], [c[3] for c in cases], ["Yes", "No"])
-    says_yes = log_probs[:, 0] > log_probs[:, 1]
+    says_yes = _says_right(generator, cases, check_style)
     checked: dict[str, list[bool]] = defaultdict(list)
     for (category, right, _, _), yes in zip(cases, says_yes):
         checked[category].append(bool(yes) == right)
@@ -143,8 +164,8 @@ def base_judge_skills(folder: Path, scenes, seed: int) -> dict:
 
 
 def kit_report(model_cache: Path, images: int = 200, seed: int = 0) -> dict:
-    """Caption precision/recall, expert accuracy/agreement and the base judge's skills of the built kit (builds what is missing),
-    measured once per build of the roles and cached in `<model_cache>/kit_report.json`."""
+    """Caption precision/recall, expert accuracy/agreement and the base judge's skills of the built kit
+    (builds what is missing), measured once per build of the roles and cached in `<model_cache>/kit_report.json`."""
     model_cache = Path(model_cache).expanduser()
     folders = build_tiny_models(model_cache, [CAPTION_ROLE, *EXPERT_ROLES])
     stamp = {role: read_marker(folder).get("build_seconds") for role, folder in folders.items()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from carevl.data.shapes import make_scene
 from carevl.data.synth import CATEGORIES, make_task
 from carevl.models.alignment import CHECK_TEMPLATE, answer_check
@@ -54,3 +56,28 @@ def test_the_base_skill_probe_marks_answers_as_the_scene_says():
             assert answer_is_right(task, "I see " + ", ".join(reversed(parts)) + ".", scene)
             described += 1
     assert described > 20
+
+
+def test_restating_checks_end_with_the_verdict_the_probe_reads():
+    """The "restate" check style (benchmarks/base_skills.py) restates the answer's claim and the image's
+    fact, then ends with a verdict that `restated_verdict` reads as right exactly when the answer is."""
+    from carevl.models.alignment import AlignmentRecipe
+    from carevl.models.competence import restated_verdict
+
+    seen = set()
+    for i in range(200):
+        rng = random.Random(5000 + i)
+        scene = make_scene(rng, 64)
+        task = make_task(rng, scene, CATEGORIES)
+        text, target = answer_check(scene, task, rng, "restate")
+        answer = text.split("[Answer]\n", 1)[1].split("\n[End of Answer]", 1)[0]
+        right = any(claim in answer for claim in task.right)
+        assert target.startswith("The answer says: ") and f"Looking at the image, {task.fact}." in target
+        assert restated_verdict(target) is right, (answer, target)
+        seen.add(right)
+    assert seen == {True, False}
+    assert restated_verdict("The answer says: It is red.") is None
+    with pytest.raises(ValueError, match="check style"):
+        answer_check(scene, task, rng, "maybe")
+    with pytest.raises(ValueError, match="instruction_kinds"):
+        AlignmentRecipe(instruction_kinds=("caption", "essay"))

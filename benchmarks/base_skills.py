@@ -1,0 +1,91 @@
+"""Can more alignment teach the micro judge to check an answer against the image?
+
+    python benchmarks/base_skills.py --mix question --steps 800 --save /tmp/vqa800
+    python benchmarks/base_skills.py --start /tmp/vqa800 --mix question,check,check --check-style restate --steps 2400
+
+The SFT judge can only learn what its base can nearly do: the kit report (`prepare_models`) shows the
+aligned micro LLaVA answering questions about the image but checking one given answer at chance. This
+script continues the alignment stage's instruction tuning (`carevl.models.alignment`, same loop, data
+and schedule) on top of an aligned base (default: the kit's `vlm_micro`) with another mix of
+instruction kinds, then measures the base's skills with the kit report's probe
+(`carevl.models.competence.base_judge_skills`, held-out scenes) before and after. `--check-style
+restate` makes each check first restate the answer's claim and the image's fact, then say right or
+wrong. Single-threaded by default, so two variants can run side by side on two cores. The kit itself is
+never changed; `--save` keeps the trained model for a further run (`--start`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", type=Path, help="an aligned micro LLaVA folder (default: the kit's vlm_micro)")
+    parser.add_argument("--mix", default="question", help="instruction kinds taken in turn, e.g. question,check")
+    parser.add_argument("--check-style", choices=("yes_no", "restate"), default="yes_no")
+    parser.add_argument("--start-check-style", choices=("yes_no", "restate"), default="yes_no",
+                        help="how the --start model was taught to check (how to read its checks before training)")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--questions", type=int, default=200, help="held-out questions of the probe")
+    parser.add_argument("--seed", type=int, default=7, help="training data stream (the kit used 0)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--save", type=Path, help="where to keep the trained model")
+    parser.add_argument("--output", type=Path, help="write the report here as JSON")
+    return parser.parse_args(argv)
+
+
+def loss_curve(losses: list[float], window: int = 200) -> list[float]:
+    """Mean loss of each `window` consecutive steps."""
+    return [round(sum(losses[i:i + window]) / len(losses[i:i + window]), 4) for i in range(0, len(losses), window)]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from carevl.config import load_config
+    from carevl.models.alignment import INSTRUCTION_KINDS, AlignmentRecipe, tune_instructions
+    from carevl.models.competence import base_judge_skills, heldout_scenes
+    from carevl.models.tiny import CAPTION_ROLE, build_tiny_models
+
+    torch.set_num_threads(args.threads)
+    kinds = tuple(args.mix.split(","))
+    unknown = set(kinds) - set(INSTRUCTION_KINDS)
+    if unknown or args.steps < 1:
+        raise SystemExit(f"--mix takes {INSTRUCTION_KINDS} (got {sorted(unknown)}); --steps must be >= 1")
+    start = args.start or build_tiny_models(load_config().paths.model_cache_dir(), [CAPTION_ROLE])[CAPTION_ROLE]
+    scenes = heldout_scenes(0, args.questions)
+    report = {"start": str(start), "mix": kinds, "check_style": args.check_style, "steps": args.steps,
+              "learning_rate": args.learning_rate,
+              "before": base_judge_skills(Path(start), scenes, 0, args.start_check_style)}
+    print("before:", json.dumps(report["before"]), flush=True)
+    model = AutoModelForImageTextToText.from_pretrained(start)
+    processor = AutoProcessor.from_pretrained(start)
+    recipe = replace(AlignmentRecipe(), seed=args.seed, instruction_steps=args.steps,
+                     instruction_lr=args.learning_rate, instruction_kinds=kinds, check_style=args.check_style)
+    began = time.perf_counter()
+    losses = tune_instructions(model, processor, recipe)
+    report.update(seconds=round(time.perf_counter() - began, 1), loss_curve=loss_curve(losses))
+    print(f"trained {args.steps} steps in {report['seconds']} s; loss per 200 steps {report['loss_curve']}", flush=True)
+    folder = args.save or Path(os.environ.get("TMPDIR", "/tmp")) / f"carevl-base-skills-{os.getpid()}"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    report["after"] = base_judge_skills(folder, scenes, 0, args.check_style)
+    print("after: ", json.dumps(report["after"]), flush=True)
+    if args.output:
+        args.output.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
