@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -54,15 +55,19 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from carevl.config import load_config
-    from carevl.models.alignment import INSTRUCTION_KINDS, AlignmentRecipe, tune_instructions
+    from carevl.models.alignment import AlignmentRecipe, tune_instructions
     from carevl.models.competence import base_judge_skills, heldout_scenes
     from carevl.models.tiny import CAPTION_ROLE, build_tiny_models
 
     torch.set_num_threads(args.threads)
     kinds = tuple(args.mix.split(","))
-    unknown = set(kinds) - set(INSTRUCTION_KINDS)
-    if unknown or args.steps < 1:
-        raise SystemExit(f"--mix takes {INSTRUCTION_KINDS} (got {sorted(unknown)}); --steps must be >= 1")
+    if args.steps < 1:
+        raise SystemExit("--steps must be >= 1")
+    try:
+        recipe = replace(AlignmentRecipe(), seed=args.seed, instruction_steps=args.steps,
+                         instruction_lr=args.learning_rate, instruction_kinds=kinds, check_style=args.check_style)
+    except ValueError as exc:
+        raise SystemExit(f"bad --mix or --check-style: {exc}") from None
     start = args.start or build_tiny_models(load_config().paths.model_cache_dir(), [CAPTION_ROLE])[CAPTION_ROLE]
     scenes = heldout_scenes(0, args.questions)
     report = {"start": str(start), "mix": kinds, "check_style": args.check_style, "steps": args.steps,
@@ -71,16 +76,15 @@ def main(argv: list[str] | None = None) -> dict:
     print("before:", json.dumps(report["before"]), flush=True)
     model = AutoModelForImageTextToText.from_pretrained(start)
     processor = AutoProcessor.from_pretrained(start)
-    recipe = replace(AlignmentRecipe(), seed=args.seed, instruction_steps=args.steps,
-                     instruction_lr=args.learning_rate, instruction_kinds=kinds, check_style=args.check_style)
     began = time.perf_counter()
     losses = tune_instructions(model, processor, recipe)
     report.update(seconds=round(time.perf_counter() - began, 1), loss_curve=loss_curve(losses))
     print(f"trained {args.steps} steps in {report['seconds']} s; loss per 200 steps {report['loss_curve']}", flush=True)
-    folder = args.save or Path(os.environ.get("TMPDIR", "/tmp")) / f"carevl-base-skills-{os.getpid()}"
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    report["after"] = base_judge_skills(folder, scenes, 0, args.check_style)
+    with tempfile.TemporaryDirectory(prefix="carevl-base-skills-") as scratch:
+        folder = args.save or Path(scratch) / "model"   # the probe loads the model as every job does
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+        report["after"] = base_judge_skills(folder, scenes, 0, args.check_style)
     print("after: ", json.dumps(report["after"]), flush=True)
     if args.output:
         args.output.write_text(json.dumps(report, indent=1) + "\n")

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from carevl.config import ModelSpec, Resources
-
 from carevl.data.captions import caption_objects, object_counts, precision_recall, scene_objects
 from carevl.data.shapes import draw_scene, make_scene
 from carevl.data.synth import CATEGORIES, SynthSpec, item_rng, make_responses, make_task
@@ -127,7 +126,7 @@ def restated_verdict(text: str) -> bool | None:
     return {"right": True, "wrong": False}.get(word)
 
 
-def _says_right(generator: VLMGenerator, cases: list, check_style: str) -> np.ndarray:
+def _calls_right(generator: VLMGenerator, cases: list, check_style: str) -> np.ndarray:
     """Whether the base calls each case's answer right: "Yes" against "No" at the first token, or, for
     a base trained on restating checks, the verdict its greedy check ends with (none counts as wrong)."""
     conversations, images = [c[2] for c in cases], [c[3] for c in cases]
@@ -155,12 +154,12 @@ def base_judge_skills(folder: Path, scenes, seed: int, check_style: str = "yes_n
             answer = rng.choice(task.right if right else task.wrong)
             cases.append((task.category, right, _user(CHECK_TEMPLATE.format(question=task.question, answer=answer)),
                           image))
-    says_yes = _says_right(generator, cases, check_style)
+    calls_right = _calls_right(generator, cases, check_style)
     checked: dict[str, list[bool]] = defaultdict(list)
-    for (category, right, _, _), yes in zip(cases, says_yes):
-        checked[category].append(bool(yes) == right)
+    for (category, right, _, _), called in zip(cases, calls_right):
+        checked[category].append(bool(called) == right)
     return {"questions": len(tasks), "answer_accuracy": _rates(answered), "check_accuracy": _rates(checked),
-            "check_yes_rate": round(float(says_yes.mean()), 4)}
+            "check_yes_rate": round(float(calls_right.mean()), 4)}
 
 
 def kit_report(model_cache: Path, images: int = 200, seed: int = 0) -> dict:
