@@ -99,10 +99,6 @@ def expert_competence(votes: dict[str, np.ndarray], pairs: list[dict]) -> dict:
     return report
 
 
-def _user(text: str) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-
-
 def answer_is_right(task, answer: str, scene) -> bool:
     """A right answer: one of the task's right phrasings, or for a description, the scene's objects."""
     if task.category == "hallucination":
@@ -140,10 +136,11 @@ def _calls_right(generator: VLMGenerator, cases: list, check_style: str) -> np.n
 
 def base_judge_skills(folder: Path, scenes, seed: int, check_style: str = "yes_no") -> dict:
     """Answer and single-answer check accuracy of the aligned base per category (module docstring)."""
-    generator = _vlm(folder)
+    generator = _vlm(folder)   # caption_messages(text): one user turn of the image and `text`
     images = [draw_scene(s) for s in scenes]
     tasks = [make_task(item_rng(seed, i, HELDOUT_STREAM + "-skills"), s, CATEGORIES) for i, s in enumerate(scenes)]
-    answers = generator.generate([_user(t.question) for t in tasks], images, temperature=0.0, max_new_tokens=48)
+    answers = generator.generate([caption_messages(t.question) for t in tasks], images, temperature=0.0,
+                                 max_new_tokens=48)
     answered: dict[str, list[bool]] = defaultdict(list)
     for task, scene, out in zip(tasks, scenes, answers):
         answered[task.category].append(answer_is_right(task, out[0], scene))
@@ -152,8 +149,8 @@ def base_judge_skills(folder: Path, scenes, seed: int, check_style: str = "yes_n
         rng = item_rng(seed, i, HELDOUT_STREAM + "-checks")
         for right in (True, False):
             answer = rng.choice(task.right if right else task.wrong)
-            cases.append((task.category, right, _user(CHECK_TEMPLATE.format(question=task.question, answer=answer)),
-                          image))
+            check = CHECK_TEMPLATE.format(question=task.question, answer=answer)
+            cases.append((task.category, right, caption_messages(check), image))
     calls_right = _calls_right(generator, cases, check_style)
     checked: dict[str, list[bool]] = defaultdict(list)
     for (category, right, _, _), called in zip(cases, calls_right):

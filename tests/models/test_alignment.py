@@ -7,8 +7,9 @@ import random
 import pytest
 
 from carevl.data.shapes import make_scene
-from carevl.data.synth import CATEGORIES, make_task
-from carevl.models.alignment import CHECK_TEMPLATE, answer_check
+from carevl.data.synth import CATEGORIES, describe, make_task
+from carevl.models.alignment import CHECK_TEMPLATE, AlignmentRecipe, answer_check
+from carevl.models.competence import answer_is_right, restated_verdict
 
 
 def test_answer_checks_are_true_to_the_scene():
@@ -40,8 +41,6 @@ def scene_objects(scene) -> set[str]:
 def test_the_base_skill_probe_marks_answers_as_the_scene_says():
     """`answer_is_right` (the kit report's answer accuracy) accepts every right phrasing, rejects every
     wrong one, and reads descriptions by their objects, so a reordered description still counts."""
-    from carevl.data.synth import describe
-    from carevl.models.competence import answer_is_right
 
     described = 0
     for i in range(200):
@@ -61,8 +60,6 @@ def test_the_base_skill_probe_marks_answers_as_the_scene_says():
 def test_restating_checks_end_with_the_verdict_the_probe_reads():
     """The "restate" check style (benchmarks/base_skills.py) restates the answer's claim and the image's
     fact, then ends with a verdict that `restated_verdict` reads as right exactly when the answer is."""
-    from carevl.models.alignment import AlignmentRecipe
-    from carevl.models.competence import restated_verdict
 
     seen = set()
     for i in range(200):
