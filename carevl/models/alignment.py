@@ -16,7 +16,9 @@ for CLIP's pretraining and keeps LLaVA's two stages:
    LVLMs hold all three (captions, VQA, yes/no checks of a statement), and a judge needs the third to
    read answers against the image at all: without it, SFT on the demo's ~90 high-confidence pairs
    left the micro judge at chance. The model still never sees two answers side by side or a verdict:
-   it can describe, answer and check one answer, not compare and judge.
+   it can describe, answer and check one answer, not compare and judge. A fourth kind, multiple-choice
+   questions ("choice"), is available to experiments (`benchmarks/base_skills.py`) but not in the
+   kit's mix: as alignment data it left the demo's SFT judge at chance (README).
 
 The loops are plain PyTorch rather than a generic trainer: the steps are tiny, and computing logits
 only for the caption tokens (`logits_to_keep`) roughly halves each step on CPU. Data are pure
@@ -39,7 +41,8 @@ COLOR_CLASSES = (EMPTY, *COLORS)   # class 0: no shape in the cell
 SHAPE_CLASSES = (EMPTY, *SHAPES)
 
 
-INSTRUCTION_KINDS = ("caption", "question", "check")
+INSTRUCTION_KINDS = ("caption", "question", "check", "choice")
+KIT_INSTRUCTION_KINDS = ("caption", "question", "check")
 CHECK_STYLES = ("yes_no", "restate")
 RESTATED_VERDICT = "So the answer is"   # how a "restate" check ends: "... So the answer is right."
 
@@ -56,8 +59,9 @@ class AlignmentRecipe:
     vision_lr: float = 3e-3
     instruction_lr: float = 1e-3
     warmup_steps: int = 30
-    instruction_kinds: tuple[str, ...] = INSTRUCTION_KINDS   # one kind per step, in turn
+    instruction_kinds: tuple[str, ...] = KIT_INSTRUCTION_KINDS   # one kind per step, in turn
     check_style: str = "yes_no"    # or "restate": restate the claim and the fact, then say right or wrong
+    categories: tuple[str, ...] = CATEGORIES   # question categories of the question and check examples
 
     def __post_init__(self) -> None:
         unknown = set(self.instruction_kinds) - set(INSTRUCTION_KINDS)
@@ -65,6 +69,8 @@ class AlignmentRecipe:
             raise ValueError(f"instruction_kinds must be a non-empty sequence of {INSTRUCTION_KINDS}")
         if self.check_style not in CHECK_STYLES:
             raise ValueError(f"unknown check style {self.check_style!r}; known: {CHECK_STYLES}")
+        if not self.categories or set(self.categories) - set(CATEGORIES):
+            raise ValueError(f"categories must be a non-empty subset of {CATEGORIES}")
 
 
 def training_scenes(recipe: AlignmentRecipe, stream: str, start: int, n: int) -> list[Scene]:
@@ -170,15 +176,30 @@ def answer_check(scene: Scene, task, rng, style: str = "yes_no") -> tuple[str, s
     return CHECK_TEMPLATE.format(question=task.question, answer=answer.text), target
 
 
+CHOICE_TEMPLATE = "Question: {question}\nA. {a}\nB. {b}\nAnswer with the letter of the right option."
+
+
+def answer_choice(task, rng) -> tuple[str, str]:
+    """(user text, target letter) of one multiple-choice question, the format LLaVA-1.5's instruction
+    mix takes from multiple-choice VQA sets: one right and one wrong short answer in random order."""
+    right, wrong = rng.choice(task.right), rng.choice(task.wrong)
+    if rng.random() < 0.5:
+        return CHOICE_TEMPLATE.format(question=task.question, a=right, b=wrong), "A"
+    return CHOICE_TEMPLATE.format(question=task.question, a=wrong, b=right), "B"
+
+
 def instruction(processor, scene: Scene, rng, caption_prompt: str, kind: str,
-                check_style: str = "yes_no") -> tuple[str, str]:
+                check_style: str = "yes_no", categories: tuple[str, ...] = CATEGORIES) -> tuple[str, str]:
     """(prompt text, target text) of one stage-2 example of `kind`: the grid caption, the answer to a
-    question about the scene, or the check of one candidate answer (in `check_style`)."""
+    question (of one of `categories`) about the scene, or the check of one candidate answer (in
+    `check_style`)."""
     if kind == "caption":
         return caption_prompt, grid_caption(scene)
-    task = make_task(rng, scene, CATEGORIES)
+    task = make_task(rng, scene, categories)
     if kind == "question":
         text, target = task.question, rng.choice(task.right)
+    elif kind == "choice":
+        text, target = answer_choice(task, rng)
     else:
         text, target = answer_check(scene, task, rng, check_style)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
@@ -228,7 +249,8 @@ def tune_instructions(model, processor, recipe: AlignmentRecipe) -> list[float]:
         # prompts are long, the captions' targets are), about a third less work than mixed batches.
         kind = recipe.instruction_kinds[step % len(recipe.instruction_kinds)]
         examples = [instruction(processor, scene, item_rng(recipe.seed, start + k, "align-questions"),
-                                caption_prompt, kind, recipe.check_style) for k, scene in enumerate(scenes)]
+                                caption_prompt, kind, recipe.check_style, recipe.categories)
+                    for k, scene in enumerate(scenes)]
         loss = completion_loss(model, *completion_batch(processor, [p for p, _ in examples],
                                                         [t for _, t in examples], scenes))
         loss.backward()

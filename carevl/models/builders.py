@@ -229,15 +229,20 @@ def _build_vlm(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
     return {}
 
 
+def micro_llava(sources: Sources, **text_dims) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A fresh (untrained) micro LLaVA and its processor; `text_dims` override `VLM_TEXT_DIMS`."""
+    tokenizer = sources.micro_tokenizer("chatml_vlm")
+    text_config = AutoConfig.for_model("llama", vocab_size=len(tokenizer), tie_word_embeddings=True,
+                                       **{**VLM_TEXT_DIMS, **text_dims})
+    model = _llava(text_config, tokenizer)
+    _finish_config(model, tokenizer)
+    return model, _llava_processor(tokenizer)
+
+
 def _build_vlm_micro(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
     """The micro LLaVA, aligned on synthetic scenes (`carevl.models.alignment`): the kit's caption model
     and the judge backbone before any judge training."""
-    tokenizer = sources.micro_tokenizer("chatml_vlm")
-    text_config = AutoConfig.for_model("llama", vocab_size=len(tokenizer), tie_word_embeddings=True,
-                                       **VLM_TEXT_DIMS)
-    model = _llava(text_config, tokenizer)
-    _finish_config(model, tokenizer)
-    processor = _llava_processor(tokenizer)
+    model, processor = micro_llava(sources)
     log = align(model, processor, replace(recipe.alignment, image_size=IMAGE_SIZE), progress=log_progress)
     model.save_pretrained(out)
     processor.save_pretrained(out)

@@ -78,3 +78,49 @@ def test_restating_checks_end_with_the_verdict_the_probe_reads():
         answer_check(scene, task, rng, "maybe")
     with pytest.raises(ValueError, match="instruction_kinds"):
         AlignmentRecipe(instruction_kinds=("caption", "essay"))
+
+
+def test_instruction_examples_keep_to_the_recipes_question_categories(model_cache):
+    """`AlignmentRecipe.categories` (benchmarks/base_skills.py --categories) limits the question and
+    check examples (a colour question falls back to counting when no shape can be named); the kit's
+    recipe keeps every category."""
+    from transformers import AutoProcessor
+
+    from carevl.models.alignment import instruction
+
+    processor = AutoProcessor.from_pretrained(model_cache / "vlm_micro")
+    openings = {"What color is the": "color", "How many": "counting", "Is there": "position",
+                "Describe": "hallucination", "What shapes": "hallucination"}
+
+    def category(prompt: str) -> str:
+        return next(c for opening, c in openings.items() if f"\n{opening}" in prompt or f"Question: {opening}" in prompt)
+
+    for kind in ("question", "check"):
+        limited, every = [], []
+        for i in range(60):
+            scene = make_scene(random.Random(9000 + i), 64)
+            limited.append(category(instruction(processor, scene, random.Random(i), "", kind, categories=("color",))[0]))
+            every.append(category(instruction(processor, scene, random.Random(i), "", kind)[0]))
+        assert set(limited) <= {"color", "counting"} and limited.count("color") > 40, (kind, limited)
+        assert set(every) == set(CATEGORIES), (kind, every)
+    assert AlignmentRecipe().categories == CATEGORIES
+    with pytest.raises(ValueError, match="categories"):
+        AlignmentRecipe(categories=("colour",))
+
+
+def test_multiple_choice_targets_name_the_right_option():
+    """The "choice" instruction kind (measured, not in the kit's mix): the target letter is the option
+    holding a right answer, and the right option sits at A and at B about equally often."""
+    from carevl.models.alignment import answer_choice
+
+    letters = []
+    for i in range(300):
+        rng = random.Random(7000 + i)
+        scene = make_scene(rng, 64)
+        task = make_task(rng, scene, CATEGORIES)
+        text, letter = answer_choice(task, rng)
+        options = dict(line.split(". ", 1) for line in text.splitlines()[1:3])
+        assert set(options) == {"A", "B"} and text.startswith(f"Question: {task.question}\n")
+        assert options[letter] in task.right and options["B" if letter == "A" else "A"] in task.wrong, (text, letter)
+        letters.append(letter)
+    assert 0.4 < letters.count("A") / len(letters) < 0.6
