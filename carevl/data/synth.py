@@ -428,19 +428,47 @@ def write_synth_items(output: str, n_items: int, seed: int, spec: SynthSpec = Sy
 
 # -------------------------------------------------------------------------------- held-out pairs
 
-def make_eval_pair(seed: int, index: int, spec: SynthSpec = SynthSpec()) -> dict[str, Any]:
-    """One held-out pair in the `pairwise` benchmark schema (EVAL_PAIR_SCHEMA), from its own random
-    stream so it does not repeat the training item of the same (seed, index); A/B order is random."""
+def _eval_draw(seed: int, index: int, spec: SynthSpec) -> tuple[Scene, Task, Response, Response]:
+    """Scene, task and the (A, B) responses of held-out pair `index`, from its own random stream so it
+    does not repeat the training item of the same (seed, index); A/B order is random."""
     spec = SynthSpec(**{**asdict(spec), "with_responses": True, "judge_accuracy": None})
     rng = item_rng(seed, index, "eval")
     scene = make_scene(rng, spec.image_size)
     task = make_task(rng, scene, spec.categories)
-    responses = make_responses(rng, scene, task, spec)
-    first, second = rng.sample(responses, 2)
+    first, second = rng.sample(make_responses(rng, scene, task, spec), 2)
+    return scene, task, first, second
+
+
+def make_eval_pair(seed: int, index: int, spec: SynthSpec = SynthSpec()) -> dict[str, Any]:
+    """One held-out pair in the `pairwise` benchmark schema (EVAL_PAIR_SCHEMA)."""
+    scene, task, first, second = _eval_draw(seed, index, spec)
     label = "tie" if first.gold == second.gold else ("A" if first.gold > second.gold else "B")
     return {"id": f"synth-eval-{seed}-{index:07d}", "image": encode_data_url(draw_scene(scene)),
             "question": task.question, "response_a": first.text, "response_b": second.text,
             "label": label, "category": task.category}
+
+
+def surface_cues(r: Response) -> float:
+    """What a reader who never checks the claim can still see: gold's penalties for an invented
+    object and for filler."""
+    return -(0.5 if r.hallucination else 0.0) - (0.2 if r.verbose else 0.0)
+
+
+def surface_cue_accuracy(n: int, seed: int, spec: SynthSpec = SynthSpec()) -> dict[str, float]:
+    """Expected score, as the synthetic benchmark scores a judge (pairs with a preference, right in
+    both A/B orders), of a judge that reads only `surface_cues` on the `n` pairs `synth_eval_pairs(n,
+    seed, spec)` yields: right where the cues differ and point the way gold does, right half the time
+    where they are equal (a consistent coin flip), wrong where they mislead. A judge that scores no
+    higher has not learned to check answers against the image. Overall ("all") and per category."""
+    hits: dict[str, list[float]] = {}
+    for index in range(n):
+        _, task, a, b = _eval_draw(seed, index, spec)
+        if a.gold == b.gold:
+            continue
+        hit = 0.5 if surface_cues(a) == surface_cues(b) else float((surface_cues(a) > surface_cues(b)) == (a.gold > b.gold))
+        for key in ("all", task.category):
+            hits.setdefault(key, []).append(hit)
+    return {key: round(sum(v) / len(v), 4) for key, v in hits.items()}
 
 
 def synth_eval_pairs(n: int, seed: int, spec: SynthSpec = SynthSpec()) -> Iterator[dict[str, Any]]:

@@ -268,3 +268,27 @@ def test_job_entry_point(tmp_path, capsys):
     synth_data.main(["--output", str(tmp_path / "eval"), "--eval-pairs", "7", "--seed", "5"])
     assert "wrote 7 pairs in 1 files" in capsys.readouterr().out
     assert len(dio.read_table(str(tmp_path / "eval"))) == 7
+
+
+def test_the_surface_cue_reference_scores_the_pairs_the_benchmark_holds():
+    """`surface_cue_accuracy` replays the same held-out pairs `synth_eval_pairs` writes: reading the
+    cues back from the written text (an invented object, filler sentences) gives the same figure. A
+    reader of cues alone beats a coin but is far from right, so the reference separates a judge that
+    checks answers against the image from one that only learned the cues."""
+    fillers = synth._OPENERS + synth._CLOSERS
+
+    def cues(text: str) -> float:
+        return -0.5 * (" There is also " in f" {text}") - 0.2 * any(f in text for f in fillers)
+
+    hits: dict[str, list[float]] = {}
+    for pair in synth.synth_eval_pairs(400, seed=1):
+        if pair["label"] == "tie":
+            continue
+        a, b = cues(pair["response_a"]), cues(pair["response_b"])
+        hit = 0.5 if a == b else float((a > b) == (pair["label"] == "A"))
+        for key in ("all", pair["category"]):
+            hits.setdefault(key, []).append(hit)
+    expected = {key: round(sum(v) / len(v), 4) for key, v in hits.items()}
+    reference = synth.surface_cue_accuracy(400, seed=1)
+    assert reference == expected
+    assert 0.55 < reference["all"] < 0.75
