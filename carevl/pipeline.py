@@ -29,6 +29,8 @@ import ray
 from carevl import ledger
 from carevl.audit.report import format_headline, headline
 from carevl.config import CarevlConfig, load_config
+from carevl.data.synth import MANIFEST as SYNTH_MANIFEST
+from carevl.data.synth import SynthSpec, surface_cue_accuracy
 from carevl.ray_utils import init_ray
 
 MARKER = "_COMPLETE"
@@ -222,7 +224,18 @@ def collect_summary(run: Path) -> dict:
         "sft": _read_json(run / "sft" / "summary.json"),
         "dpo": _read_json(run / "dpo" / "summary.json"),
         "evaluation": evals,
+        "surface_cue_reference": surface_cue_reference(run / "data" / "eval"),
     }
+
+
+def surface_cue_reference(eval_dir: Path) -> float | None:
+    """What a judge reading only the answers' surface cues would score on the run's synthetic held-out
+    pairs (`carevl.data.synth.surface_cue_accuracy`, from the set's manifest); None without that set."""
+    manifest = _read_json(eval_dir / SYNTH_MANIFEST)
+    if manifest.get("kind") != "eval_pairs":
+        return None
+    spec = SynthSpec(**{**manifest["spec"], "categories": tuple(manifest["spec"]["categories"])})
+    return surface_cue_accuracy(manifest["rows"], manifest["seed"], spec).get("all")
 
 
 def eval_digest(report: dict) -> dict:
@@ -236,9 +249,10 @@ def eval_digest(report: dict) -> dict:
     return digest
 
 
-def judge_headline(evaluation: dict) -> str | None:
+def judge_headline(evaluation: dict, cue_reference: float | None = None) -> str | None:
     """'judge on held-out synthetic pairs: base 0.000 -> SFT 0.512 -> DPO 0.520 (position consistency
-    ...)': the synthetic verdict-mode accuracy (swap check, a tie counts as wrong) before and after."""
+    ...)': the synthetic verdict-mode accuracy (swap check, a tie counts as wrong) before and after,
+    then what reading only the answers' surface cues would score on the same pairs."""
     steps = [(label, evaluation.get(f"synthetic_{key}")) for key, label in (("base", "base"), ("sft", "SFT"),
                                                                                ("dpo", "DPO"))]
     steps = [(label, m) for label, m in steps if m and m.get("overall") is not None]
@@ -247,7 +261,10 @@ def judge_headline(evaluation: dict) -> str | None:
     accuracy = " -> ".join(f"{label} {m['overall']:.3f}" for label, m in steps)
     consistency = ", ".join(f"{label} {m['position_consistency']:.2f}" for label, m in steps
                             if m.get("position_consistency") is not None)
-    return f"judge on held-out synthetic pairs: {accuracy} (position consistency {consistency})"
+    line = f"judge on held-out synthetic pairs: {accuracy} (position consistency {consistency})"
+    if cue_reference is not None:
+        line += f"; surface cues alone would score {cue_reference:.3f}"
+    return line
 
 
 def format_summary(summary: dict) -> str:
@@ -262,7 +279,7 @@ def format_summary(summary: dict) -> str:
         lines.append(f"{'eval':>10}: {name}: {json.dumps(shown, default=str)}")
     if summary.get("audit"):
         lines.append(format_headline(summary["audit"]))
-    judge = judge_headline(summary.get("evaluation", {}))
+    judge = judge_headline(summary.get("evaluation", {}), summary.get("surface_cue_reference"))
     if judge:
         lines.append(judge)
     return "\n".join(lines)
