@@ -10,7 +10,7 @@ the synthetic strong judge right 75% of the time), then the figures are read fro
 - the judge on held-out synthetic pairs, verdict mode with the swap check (a tie counts as wrong):
   base, after SFT, after DPO, and position consistency, next to the score a judge that reads only
   the answers' surface cues (an invented object, filler) would get on the same pairs
-  (`carevl.data.synth.surface_cue_accuracy`): a judge below it has not learned to check the image;
+  (the run summary's `surface_cue_reference`): a judge at or below it has not learned to check the image;
 - refinement: how many low-confidence pairs gave DPO rows, and why the others did not;
 - with --ablation, the paper's data-selection ablation in miniature: SFT on a random subset of all
   pairs of the same size as the SFT set, labelled by the strong judge alone, with the same steps.
@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from carevl.data import io as dio
-from carevl.data.synth import surface_cue_accuracy
 
 JUDGE_ACCURACY = 0.75
 
@@ -100,7 +99,7 @@ def figures(summary: dict) -> dict:
         "position_consistency_sft": (ev.get("synthetic_sft") or {}).get("position_consistency"),
         "position_consistency_dpo": (ev.get("synthetic_dpo") or {}).get("position_consistency"),
         "refine_input_pairs": refine.get("input_pairs"), "refine_used_pairs": refine.get("used_pairs"),
-        "refine_skipped": refine.get("skipped"),
+        "refine_skipped": refine.get("skipped"), "surface_cue_judge": summary.get("surface_cue_reference"),
     }
 
 
@@ -141,8 +140,6 @@ def main() -> None:
     for seed in args.seeds:
         run = args.workdir / f"seed-{seed}"
         f = figures(pipeline(run, seed, args.items, args.eval_items, args.sets))
-        # The pipeline's held-out pairs are synth_eval_pairs(eval_items, seed + 1) (carevl.pipeline).
-        f["surface_cue_judge"] = surface_cue_accuracy(args.eval_items, seed + 1)
         if args.ablation:
             f["ablation_random_judge_labels"] = ablation(run, [f"seed={seed}", *args.sets])
         f["targets"] = [dict(zip(("name", "value", "target", "met"), row)) for row in targets(f, large)]
@@ -153,7 +150,7 @@ def main() -> None:
             print(f"  {row['name']:36s} {value:>7s}   target {row['target']:32s} {'met' if row['met'] else 'NOT met'}")
         print(f"  labels: judge {f['judge_labels']}, high {f['high_labels']} (n={f['high_pairs']}), final {f['final_labels']}")
         print(f"  reference: a judge that reads only surface cues (invented objects, filler) would score "
-              f"{f['surface_cue_judge']['all']} on these held-out pairs")
+              f"{f['surface_cue_judge']} on these held-out pairs")
         print(f"  judge: base {f['base']}, SFT {f['sft']}, DPO {f['dpo']}; refinement used "
               f"{f['refine_used_pairs']} of {f['refine_input_pairs']} low-confidence pairs, skipped {f['refine_skipped']}")
         if args.ablation:
