@@ -39,8 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--check-style", choices=("yes_no", "restate"), default="yes_no")
     parser.add_argument("--start-check-style", choices=("yes_no", "restate"), default="yes_no",
                         help="how the --start model was taught to check (how to read its checks before training)")
-    parser.add_argument("--categories", default=",".join(("counting", "color", "position", "hallucination")),
-                        help="question categories of the question and check examples")
+    parser.add_argument("--categories", help="question categories of the question and check examples, e.g. "
+                                             "color,position (default: all)")
     parser.add_argument("--from-scratch", action="store_true",
                         help="build and align a fresh micro LLaVA instead of continuing an aligned one")
     parser.add_argument("--layers", type=int, help="with --from-scratch: text-model layers (kit: 4)")
@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     from carevl.models.tiny import CAPTION_ROLE, build_tiny_models
 
     torch.set_num_threads(args.threads)
-    kinds, categories = tuple(args.mix.split(",")), tuple(args.categories.split(","))
+    kinds = tuple(args.mix.split(","))
+    categories = tuple(args.categories.split(",")) if args.categories else AlignmentRecipe().categories
     if args.steps < 1:
         raise SystemExit("--steps must be >= 1")
     if (args.layers or args.width) and not args.from_scratch:
@@ -107,7 +108,6 @@ def main(argv: list[str] | None = None) -> dict:
     scenes = heldout_scenes(0, args.questions)
     report = {"mix": kinds, "categories": categories, "check_style": args.check_style, "steps": args.steps,
               "learning_rate": args.learning_rate}
-    began = time.perf_counter()
     if args.from_scratch:
         model, processor, dims = fresh_model(args, recipe)
         report.update(start="from scratch", text_dims=dims, before=None)
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
         print("before:", json.dumps(report["before"]), flush=True)
         model = AutoModelForImageTextToText.from_pretrained(start)
         processor = AutoProcessor.from_pretrained(start)
-        began = time.perf_counter()
+    began = time.perf_counter()   # the instruction stage only
     losses = tune_instructions(model, processor, recipe)
     report.update(seconds=round(time.perf_counter() - began, 1), loss_curve=loss_curve(losses))
     print(f"trained {args.steps} steps in {report['seconds']} s; loss per 200 steps {report['loss_curve']}", flush=True)

@@ -465,7 +465,8 @@ def surface_cue_accuracy(n: int, seed: int, spec: SynthSpec = SynthSpec()) -> di
         _, task, a, b = _eval_draw(seed, index, spec)
         if a.gold == b.gold:
             continue
-        hit = 0.5 if surface_cues(a) == surface_cues(b) else float((surface_cues(a) > surface_cues(b)) == (a.gold > b.gold))
+        cue_a, cue_b = surface_cues(a), surface_cues(b)
+        hit = 0.5 if cue_a == cue_b else float((cue_a > cue_b) == (a.gold > b.gold))
         for key in ("all", task.category):
             hits.setdefault(key, []).append(hit)
     return {key: round(sum(v) / len(v), 4) for key, v in hits.items()}
