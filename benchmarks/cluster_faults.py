@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from carevl.config import load_config
-from carevl.models.tiny import EXPERT_ROLES, build_tiny_models
+from carevl.kit.tiny import EXPERT_ROLES, build_tiny_models
 from carevl.testing.cluster import LocalCluster
 from carevl.testing.curation_faults import FAULT_ITEMS, SCENARIOS, clean_run, write_items
 from carevl.testing.judge_faults import (

@@ -3,7 +3,8 @@
     python -m ray_jobs.<name> [--config FILE] [--set k=v ...] [--input PATH] [--output DIR] [job flags]
 
 `run_job` parses the arguments (a job declares which of --input / --output it requires), sets up one
-logging format, joins or starts Ray in the main thread when the job uses it, and runs the driver in a
+logging format, builds the tiny models the config names when the job loads models (once per model
+cache; `carevl.kit`), joins or starts Ray in the main thread when the job uses it, and runs the driver in a
 worker thread so that Ctrl-C / SIGTERM stop it at once (`carevl.ray_utils.interruptible`). Bad input,
 meaning a `ConfigError`, `ValueError` or `FileNotFoundError` out of the driver, ends the process with
 exit status 2 and one line on stderr that says what is wrong; anything else is a bug and keeps its
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from carevl.config import DEFAULT_CONFIG, CarevlConfig, ConfigError, load_config
+from carevl.kit.tiny import build_referenced
 from carevl.ray_utils import init_ray, interruptible
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -42,6 +44,7 @@ class Job:
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     required: Sequence[str] = ()      # shared flags the job needs: "input", "output"
     uses_ray: bool = True             # join or start Ray in the main thread before the driver starts
+    loads_models: bool = True         # build the config's `tiny:<role>` models first (no-op once built)
     show: Callable[[JobArgs, Any], int | None] | None = None  # print the result; returns the exit status
 
 
@@ -80,6 +83,8 @@ def run_job(job: Job, argv: list[str] | None = None) -> Any:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     args = parse_job_args(job, argv)
     try:
+        if job.loads_models:
+            build_referenced(args.config.paths.model_cache_dir(), [s.path for s in args.config.models.values()])
         if job.uses_ray:
             init_ray(args.config)  # in the main thread, before the driver thread starts
         result = interruptible(lambda: job.run(args))

@@ -28,7 +28,7 @@ def _show(args: JobArgs, report: dict) -> int:
 
 
 JOB = Job(__doc__.splitlines()[0], lambda a: run_audit(a.extra.run, a.extra.gold, a.output),
-          add_arguments=_add_arguments, required=("output",), uses_ray=False, show=_show)
+          add_arguments=_add_arguments, required=("output",), uses_ray=False, loads_models=False, show=_show)
 
 
 def main(argv: list[str] | None = None) -> dict:

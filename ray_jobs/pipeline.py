@@ -52,7 +52,7 @@ def _run(args: JobArgs) -> dict:
 
 # Ray is started once by `shared_ray`, which every stage job joins.
 JOB = Job("Run the CAREVL pipeline end to end.", _run, add_arguments=_add_arguments, required=("output",),
-          uses_ray=False)
+          uses_ray=False, loads_models=False)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -51,7 +51,7 @@ def _show(args: JobArgs, result: dict) -> int:
     return 1 if plan["errors"] else 0
 
 
-JOB = Job("Plan, place and price a run.", _plan, add_arguments=_add_arguments, uses_ray=False, show=_show)
+JOB = Job("Plan, place and price a run.", _plan, add_arguments=_add_arguments, uses_ray=False, loads_models=False, show=_show)
 
 
 def main(argv: list[str] | None = None) -> dict:

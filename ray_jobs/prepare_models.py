@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 from carevl.cli import Job, JobArgs, run_job
-from carevl.models.competence import kit_report
-from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, ROLES, build_tiny_models_parallel, tiny_roles
+from carevl.kit.competence import kit_report
+from carevl.kit.tiny import CAPTION_ROLE, EXPERT_ROLES, ROLES, build_tiny_models_parallel, tiny_roles
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +54,7 @@ def _run(args: JobArgs) -> dict:
     return folders
 
 
-JOB = Job(__doc__.splitlines()[0], _run, add_arguments=_add_arguments, uses_ray=False)
+JOB = Job(__doc__.splitlines()[0], _run, add_arguments=_add_arguments, uses_ray=False, loads_models=False)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -58,7 +58,8 @@ def _run(args: JobArgs):
 
 
 # Ray starts only for --workers > 1. Bad settings, or an output folder holding other synthetic data, exit 2.
-JOB = Job("Write synthetic CAREVL items.", _run, add_arguments=_add_arguments, required=("output",), uses_ray=False)
+JOB = Job("Write synthetic CAREVL items.", _run, add_arguments=_add_arguments, required=("output",), uses_ray=False,
+          loads_models=False)
 
 
 def main(argv: list[str] | None = None):

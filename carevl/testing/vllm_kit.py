@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from carevl.config import GenerationSpec, ModelSpec, Resources
-from carevl.models import tiny
+from carevl.kit import tiny
 
 REWARD_ROLES = list(tiny.EXPERT_ROLES)
 MIN_HEAD_DIM = 32

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from carevl.config import load_config
-from carevl.models.tiny import EXPERT_ROLES, build_tiny_models
+from carevl.kit.tiny import EXPERT_ROLES, build_tiny_models
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,10 @@ def test_tiny_spec_resolves_to_its_built_folder(model_cache):
     assert kwargs == {"dtype": torch.float32}
 
 
-def test_tiny_spec_builds_on_demand(tmp_path):
-    path, _ = resolve_model_path(ModelSpec(path="tiny:rm_qwen2", kind="reward"), tmp_path)
-    assert (tmp_path / "rm_qwen2" / "config.json").is_file() and path == str(tmp_path / "rm_qwen2")
+def test_an_unbuilt_tiny_role_names_the_command_that_builds_it(tmp_path):
+    (tmp_path / "rm_qwen2").mkdir()  # an interrupted build: a folder without the marker written last
+    with pytest.raises(FileNotFoundError, match=r"prepare_models --roles rm_qwen2"):
+        resolve_model_path(ModelSpec(path="tiny:rm_qwen2", kind="reward"), tmp_path)
 
 
 def test_hub_id_passes_revision_gguf_and_remote_code(tmp_path):

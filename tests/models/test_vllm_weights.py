@@ -7,7 +7,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from carevl.models.tiny import build_tiny_models
+from carevl.kit.tiny import build_tiny_models
 from carevl.models.vllm_weights import rewrite_for_vllm, vllm_name
 from carevl.training.common import save_judge
 

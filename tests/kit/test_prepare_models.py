@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from carevl.models.tiny import is_built
+from carevl.kit.tiny import is_built
 from ray_jobs import prepare_models
 
 

