@@ -17,6 +17,10 @@ Batch columns (dict of equal-length lists or arrays), as a Ray Data actor pool p
   mode                                 optional per row: "verdict" or "explain" (default: `default_mode`)
 `__call__` returns the input columns plus p_a, winner, judgement, explanation and judge_status
 ("ok", or a reason such as an image error code or "prompt_too_long" for rows it could not judge).
+
+Calibration: a `calibration.json` in the model folder (carevl.judge.calibration) rescales every
+verdict-mode p_a this wrapper returns (the judge service and the scoring job get it with no code of
+their own). Explain-mode p_a is a share of sampled verdicts, not a logit, and is left as it is.
 """
 from __future__ import annotations
 
@@ -28,12 +32,14 @@ from PIL import Image
 
 from carevl.config import InputLimits, ModelSpec, PathsConfig
 from carevl.data.images import ImageError, load_image
+from carevl.judge.calibration import Calibration, load_calibration
 from carevl.judge.prompts import (  # noqa: F401 (PromptTooLong, ReservedToken re-exported)
     IMAGE_NOT_SUPPORTED, JudgePrompts, PromptTooLong, ReservedToken,
 )
 from carevl.judge.rules import p_a_from_samples, verdict_probability, winner_from_probability
 from carevl.judge_format import VERDICT_PREFIX, judge_messages, parse_explanation, parse_verdict
 from carevl.models.backends.transformers import TextGenerator, VLMGenerator
+from carevl.models.loading import resolve_model_path
 
 REQUIRED_COLUMNS = ("question", "response_a", "response_b")
 # The verdict tokens as they follow "Verdict:" in the training target "Verdict: A".
@@ -52,9 +58,10 @@ class JudgeModel:
                  *, batch_size: int | None = None, max_new_tokens: int | None = None,
                  default_mode: str = "verdict", image_limits: InputLimits | None = None,
                  allow_remote_images: bool = False, temperature: float = 0.0, num_samples: int = 1,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, calibrated: bool = True) -> None:
         """`model`: a ModelSpec, or a checkpoint folder / `tiny:<role>` / hub id (loaded as kind vlm).
         A spec of kind `causal` is a text-only judge: it judges pairs without images.
+        `calibrated=False` ignores the model folder's calibration.json (raw p_a, to fit a new one).
 
         `batch_size` caps rows per forward pass (default: the spec's resources.batch_size);
         temperature / num_samples / seed apply to explain rows in `__call__`.
@@ -79,6 +86,8 @@ class JudgeModel:
         self.allow_remote_images = allow_remote_images
         self.temperature, self.num_samples, self.seed = temperature, num_samples, seed
         self.reserved_tokens = self.prompts.reserved_tokens
+        folder = resolve_model_path(spec, self.model_cache)[0]
+        self.calibration = load_calibration(folder) if calibrated else Calibration()
 
     @property
     def name(self) -> str:
@@ -140,7 +149,8 @@ class JudgeModel:
 
     # ----- judging ------------------------------------------------------------------------------
     def verdict(self, batch: dict) -> tuple[np.ndarray, list[str]]:
-        """p_a (float64, shape (rows,)) and winner ("A" / "B" / "tie") from one forward pass per batch."""
+        """p_a (float64, shape (rows,), calibrated) and winner ("A" / "B" / "tie") from one forward pass
+        per batch."""
         _check_columns(batch)
         images = self._images(batch)
         messages = self._messages(batch, images)
@@ -149,7 +159,8 @@ class JudgeModel:
         else:
             log_probs = self.generator.score_next_token(messages, images, list(VERDICT_CANDIDATES),
                                                         VERDICT_PREFIX)  # (rows, 2)
-        p_a = np.array([verdict_probability(float(a), float(b)) for a, b in log_probs], dtype=np.float64)
+        raw = [verdict_probability(float(a), float(b)) for a, b in log_probs]
+        p_a = np.array(self.calibration.apply_many(raw), dtype=np.float64)
         return p_a, [winner_from_probability(p) for p in p_a]
 
     def explain(self, batch: dict, temperature: float = 0.0, num_samples: int = 1,

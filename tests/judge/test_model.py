@@ -97,3 +97,23 @@ def test_prompt_length_matches_the_processor_with_and_without_image(judge):
         images = [Image.new("RGB", (24, 24))] if with_image else None
         encoded = processor(text=[text], images=images, add_special_tokens=False)
         assert judge.prompt_length("q", "a", "b", with_image) == len(encoded["input_ids"][0])
+
+
+def test_calibration_json_in_the_model_folder_rescales_every_verdict(judge, model_cache, tmp_path):
+    import shutil
+
+    from carevl.judge.calibration import Calibration, save_calibration
+
+    folder = tmp_path / "judge"
+    shutil.copytree(model_cache / "vlm_micro", folder)
+    save_calibration(folder, Calibration(3.0), {"pairs": 0})
+    calibrated = JudgeModel(str(folder), batch_size=8, max_new_tokens=6)
+    raw = JudgeModel(str(folder), batch_size=8, max_new_tokens=6, calibrated=False)
+    batch = _batch(4)
+    p_cal, winners = calibrated.verdict(batch)
+    p_raw, raw_winners = raw.verdict(batch)
+    np.testing.assert_allclose(p_raw, judge.verdict(batch)[0], atol=1e-6)  # same weights, no file: raw
+    np.testing.assert_allclose(p_cal, Calibration(3.0).apply_many(p_raw), atol=1e-9)
+    assert np.all(np.abs(p_cal - 0.5) < np.abs(p_raw - 0.5)) and winners == raw_winners
+    out = calibrated(batch)                                        # __call__ returns the same numbers
+    np.testing.assert_allclose(out["p_a"], p_cal, atol=1e-6)
