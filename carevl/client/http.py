@@ -12,6 +12,9 @@ the server's status, error code, message and offending field; the last retryable
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -30,6 +33,9 @@ from carevl.serving.schemas import (
     ModelInfo,
     RankRequest,
     RankResult,
+    RewardPrompt,
+    RewardRequest,
+    RewardResult,
 )
 
 T = TypeVar("T", bound=BaseModel)
@@ -43,11 +49,30 @@ class JudgeAPIError(RuntimeError):
         self.status, self.error, self.message, self.field = status, error, message, field
 
 
-def image_field(image: Image.Image | bytes | str | None) -> str | None:
-    """The request's `image` value: PIL images and bytes become data URLs; strings pass as given."""
-    if image is None or isinstance(image, str):
+ImageValue = Image.Image | bytes | str | os.PathLike | dict | None
+
+
+def image_field(image: ImageValue) -> str | None:
+    """The request's `image` value from any form trainers and datasets hold an image in: a PIL image,
+    encoded bytes, a local file (a Path, or a string naming a file that exists here) and a datasets
+    `{"bytes", "path"}` dict become data URLs, read on this side; any other string (a data URL, bare
+    base64, an http(s) URL or a path on the server) passes as given."""
+    if image is None:
+        return None
+    if isinstance(image, dict):  # a datasets Image struct that was not decoded
+        return image_field(image.get("bytes") or image.get("path"))
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return encode_data_url(bytes(image))
+    if isinstance(image, os.PathLike) or (isinstance(image, str) and _local_file(image)):
+        return encode_data_url(Path(image).read_bytes())
+    if isinstance(image, str):
         return image
     return encode_data_url(image)
+
+
+def _local_file(text: str) -> bool:
+    """A short string that is not a data URL and names an existing file (base64 never does)."""
+    return len(text) < 4096 and not text[:5].lower() == "data:" and "://" not in text[:32] and os.path.isfile(text)
 
 
 def _error_from(response: httpx.Response) -> JudgeAPIError:
@@ -56,6 +81,24 @@ def _error_from(response: httpx.Response) -> JudgeAPIError:
         return JudgeAPIError(response.status_code, body.error, body.message, body.field)
     except ValueError:  # not JSON / not an ErrorBody (e.g. a proxy's plain-text page)
         return JudgeAPIError(response.status_code, "http_error", response.text[:500])
+
+
+def _checked(result: RewardResult, prompts: list) -> RewardResult:
+    """The server's rewards line up with the request's groups (never zip a short answer silently)."""
+    sizes = [len(p.completions if isinstance(p, RewardPrompt) else p["completions"]) for p in prompts]
+    if [len(r) for r in result.rewards] != sizes:
+        raise JudgeAPIError(200, "bad_response", f"rewards of sizes {[len(r) for r in result.rewards]} for "
+                                                 f"groups of sizes {sizes}")
+    return result
+
+
+def merge_rewards(results: list[RewardResult], per_request: int) -> RewardResult:
+    """Results of consecutive requests of `per_request` prompts as one (failures re-indexed)."""
+    failures = [f.model_copy(update={"prompt": f.prompt + n * per_request})
+                for n, result in enumerate(results) for f in result.failures]
+    return results[0].model_copy(update={
+        "rewards": [r for result in results for r in result.rewards], "failures": failures,
+        "comparisons": sum(r.comparisons for r in results), "latency_ms": max(r.latency_ms for r in results)})
 
 
 class _Base:
@@ -89,6 +132,11 @@ class _Base:
         return RankRequest(question=question, image=image_field(image), candidates=candidates,
                            swap_check=swap_check).model_dump(exclude_none=True)
 
+    @staticmethod
+    def _reward_body(prompts: list[RewardPrompt | dict], method: str | None) -> dict[str, Any]:
+        return RewardRequest(prompts=[RewardPrompt.model_validate(p) for p in prompts],
+                             method=method).model_dump(exclude_none=True)
+
 
 class JudgeClient(_Base):
     """Blocking client; use as a context manager or call `close()`."""
@@ -118,6 +166,21 @@ class JudgeClient(_Base):
 
     def rank(self, question: str, candidates: list[str], image=None, swap_check: bool = True) -> RankResult:
         return self._request("POST", "/v1/rank", RankResult, self._rank_body(question, candidates, image, swap_check))
+
+    def reward(self, prompts: list[RewardPrompt | dict], method: str | None = None) -> RewardResult:
+        """One reward per completion of each prompt's group (`image` fields already request values:
+        see `image_field`); a null reward comes with its reason in `failures`."""
+        return _checked(self._request("POST", "/v1/reward", RewardResult, self._reward_body(prompts, method)), prompts)
+
+    def reward_many(self, prompts: list[RewardPrompt | dict], method: str | None = None, per_request: int = 32,
+                    concurrency: int = 4) -> RewardResult:
+        """Any number of prompts, in requests of at most `per_request` prompts (up to `concurrency` in
+        flight on this client's connection pool), merged into one result indexed like `prompts`."""
+        chunks = [prompts[s:s + per_request] for s in range(0, len(prompts), per_request)]
+        if len(chunks) == 1:
+            return self.reward(chunks[0], method)
+        with ThreadPoolExecutor(min(concurrency, len(chunks)), thread_name_prefix="judge-reward") as pool:
+            return merge_rewards(list(pool.map(lambda chunk: self.reward(chunk, method), chunks)), per_request)
 
     def model_info(self) -> ModelInfo:
         return self._request("GET", "/v1/model", ModelInfo)
@@ -166,6 +229,10 @@ class AsyncJudgeClient(_Base):
     async def rank(self, question: str, candidates: list[str], image=None, swap_check: bool = True) -> RankResult:
         body = self._rank_body(question, candidates, image, swap_check)
         return await self._request("POST", "/v1/rank", RankResult, body)
+
+    async def reward(self, prompts: list[RewardPrompt | dict], method: str | None = None) -> RewardResult:
+        result = await self._request("POST", "/v1/reward", RewardResult, self._reward_body(prompts, method))
+        return _checked(result, prompts)
 
     async def model_info(self) -> ModelInfo:
         return await self._request("GET", "/v1/model", ModelInfo)

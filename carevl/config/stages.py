@@ -135,6 +135,9 @@ class ServeLimits(StrictModel):
     max_response_chars: int = Field(16_000, ge=1)
     max_batch_items: int = Field(32, ge=1, description="items in one /v1/judge/batch call")
     max_candidates: int = Field(8, ge=2, description="candidates in one /v1/rank call (k*(k-1)/2 pairs)")
+    max_reward_prompts: int = Field(32, ge=1, description="prompts (groups) in one /v1/reward call")
+    max_group_completions: int = Field(16, ge=1, description="completions in one /v1/reward group (a "
+                                       "within-group method judges k*(k-1) ordered pairs)")
 
     def image_limits(self) -> InputLimits:
         """The same bounds in the form the image loader takes."""
@@ -161,6 +164,8 @@ class ServeConfig(StrictModel):
     num_cpus: float | None = Field(None, ge=0, description="per replica; None: the model's resources")
     num_gpus: float | None = Field(None, ge=0, description="per replica; None: the model's resources")
     tie_on_swap_disagreement: bool = True
+    reward_method: Literal["reference", "bradley_terry", "copeland"] = Field(
+        "bradley_terry", description="/v1/reward method when a request names none (carevl.judge.rules)")
     allow_remote_images: bool = Field(False, description="accept http(s) URLs and server-side paths")
     api_token_env: str | None = Field(None, description="env variable holding the bearer token; None: no auth")
     limits: ServeLimits = Field(default_factory=ServeLimits)

@@ -1,4 +1,5 @@
-"""The judge service's core: the request logic of /v1/judge and /v1/rank over a judge backend.
+"""The judge service's core: the request logic of /v1/judge and /v1/rank over a judge backend
+(/v1/reward's is in `carevl.serving.rewards`).
 
 Every caller's pair becomes a *group* of one or two ordered pairs ((A, B), plus (B, A) when a swap
 check is asked for). `PairwiseJudging` turns groups into verdicts, swap checks and rankings; a backend
@@ -28,8 +29,11 @@ from carevl.judge.rules import (
     SwapOutcome,
     combine_swap,
     combine_swap_parsed,
+    group_rewards,
+    mean_win_probability,
     p_a_from_samples,
-    rank_from_pairwise,
+    rank_from_rewards,
+    reward_comparisons,
     round_robin_pairs,
     winner_from_probability,
 )
@@ -84,6 +88,23 @@ class PairwiseJudging:
         """Raise when the backend cannot answer (Ray Serve's health probe)."""
         raise NotImplementedError
 
+    @property
+    def calibration_temperature(self) -> float:
+        """The temperature the backend applies to every p_a it returns (1.0: uncalibrated)."""
+        raise NotImplementedError
+
+    async def verdict_pairs(self, pairs: list[OrderedPair]) -> list[float]:
+        """p_a of many ordered pairs (one reward group): one `verdict_group` call when they fit
+        `max_batch_size`, else near-equal chunks submitted together, which the dynamic batch packs into
+        consecutive full batches."""
+        if not pairs:
+            return []
+        size = self.settings.max_batch_size
+        chunks = -(-len(pairs) // size)
+        step = -(-len(pairs) // max(chunks, 1))
+        parts = await asyncio.gather(*(self.verdict_group(pairs[s:s + step]) for s in range(0, len(pairs), step)))
+        return [p for part in parts for p in part]
+
     async def judge(self, request: JudgeRequest, image: Image.Image | None) -> JudgeResult:
         """One /v1/judge item (also each item of /v1/judge/batch)."""
         start = time.perf_counter()
@@ -114,28 +135,30 @@ class PairwiseJudging:
         )
 
     async def rank(self, request: RankRequest, image: Image.Image | None) -> RankResult:
-        """Best-of-N by a round robin of verdict-mode games (every pair, both orders with swap_check)."""
+        """Best-of-N by a round robin of verdict-mode games (every pair, both orders with swap_check),
+        ranked by the Copeland rule of the rewards (`group_rewards`, `rank_from_rewards`); all games
+        go to the backend together."""
         start = time.perf_counter()
         k = len(request.candidates)
-        pairs = round_robin_pairs(k)
-        groups = []
-        for i, j in pairs:
-            pair = OrderedPair(request.question, image, request.candidates[i], request.candidates[j])
-            groups.append([pair, pair.swapped()] if request.swap_check else [pair])
-        probs = await asyncio.gather(*(self.verdict_group(g) for g in groups))
+        comparisons = reward_comparisons(k, "copeland") if request.swap_check else round_robin_pairs(k)
+        probs = await self.verdict_pairs([OrderedPair(request.question, image, request.candidates[i],
+                                                      request.candidates[j]) for i, j in comparisons])
         tie = self.settings.tie_on_swap_disagreement
+        shares = group_rewards(k, "copeland", comparisons, probs, tie_on_disagreement=tie)
+        scores = mean_win_probability(k, comparisons, probs, tie)
+        ranking = rank_from_rewards(shares, scores)
         games = []
-        for (i, j), p in zip(pairs, probs):
-            if request.swap_check:
-                out = combine_swap(p[0], p[1], tie)
+        for n in range(0, len(comparisons), 2 if request.swap_check else 1):
+            i, j = comparisons[n]
+            if request.swap_check:  # comparisons n and n + 1 are (i, j) and (j, i)
+                out = combine_swap(probs[n], probs[n + 1], tie)
                 games.append(PairVerdict(a=i, b=j, winner=out.winner, p_a=out.p_a,
                                          swap_consistent=out.swap_consistent))
             else:
-                games.append(PairVerdict(a=i, b=j, winner=winner_from_probability(p[0]), p_a=p[0]))
-        ranked = rank_from_pairwise(k, pairs, [g.p_a for g in games], [g.winner for g in games])
-        return RankResult(ranking=ranked.ranking, best_index=ranked.best_index, scores=ranked.scores,
-                          wins=ranked.wins, pairwise=games, model=self.settings.model,
-                          latency_ms=(time.perf_counter() - start) * 1000.0)
+                games.append(PairVerdict(a=i, b=j, winner=winner_from_probability(probs[n]), p_a=probs[n]))
+        return RankResult(ranking=ranking, best_index=ranking[0], scores=scores,
+                          wins=[round(2 * share * (k - 1)) / 2 for share in shares], pairwise=games,
+                          model=self.settings.model, latency_ms=(time.perf_counter() - start) * 1000.0)
 
 
 class JudgeEngine(PairwiseJudging):
@@ -191,6 +214,10 @@ class JudgeEngine(PairwiseJudging):
         if isinstance(result, Exception):
             raise result
         return result
+
+    @property
+    def calibration_temperature(self) -> float:
+        return self.model.calibration.temperature
 
     async def check_health(self) -> None:
         if self.model.generator.model is None:

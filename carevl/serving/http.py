@@ -19,9 +19,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from carevl.data.images import ImageError
 from carevl.judge.prompts import IMAGE_NOT_SUPPORTED, PromptTooLong, ReservedToken
 from carevl.judge_format import VERDICT_PREFIX
+from carevl.judge.rules import RewardMethod
+from carevl.serving import openrlhf
 from carevl.serving.engine import PairwiseJudging
 from carevl.serving.inputs import decode_request_image, image_error_status
 from carevl.serving.observe import RequestMetrics
+from carevl.serving.rewards import GroupOutcome, RewardGroup, judge_groups, screen_group
 from carevl.serving.schemas import (
     ErrorBody,
     FieldLimitError,
@@ -33,9 +36,14 @@ from carevl.serving.schemas import (
     ModelInfo,
     RankRequest,
     RankResult,
+    RewardFailure,
+    RewardPrompt,
+    RewardRequest,
+    RewardResult,
     check_batch_limits,
     check_judge_limits,
     check_rank_limits,
+    check_reward_limits,
 )
 
 
@@ -176,6 +184,34 @@ class _Inputs:
         except PromptTooLong as exc:
             raise FieldError(413, "prompt_too_long", field, str(exc)) from None
 
+    async def reward_group(self, prompt: RewardPrompt, method: RewardMethod, names: dict[str, str]) -> RewardGroup:
+        """One prompt's group, its request-level fields checked (4xx naming `names[field]`); its
+        completions are screened later (`screen_group`), where a bad one becomes a null reward."""
+        if method == "reference" and prompt.reference is None:
+            raise FieldError(422, "invalid_request", names["reference"], "required by method 'reference'")
+        if method != "reference" and len(prompt.completions) < 2:
+            raise FieldError(422, "invalid_request", names["completions"], f"method '{method}' compares the "
+                             "completions with each other and needs at least 2")
+        reference = prompt.reference if method == "reference" else None
+        limits = self.settings.limits
+        for field, text, limit in (("question", prompt.question, limits.max_question_chars),
+                                   ("reference", reference or "", limits.max_response_chars)):
+            if len(text) > limit:
+                raise FieldLimitError(names[field], f"has {len(text)} characters, limit {limit}")
+        if not prompt.question.strip():
+            raise FieldError(422, "invalid_request", names["question"], "is empty")
+        self.text_allowed(prompt.question, reference or "", "",
+                          names={"question": names["question"], "response_a": names["reference"]})
+        image = await self.image(prompt.image, names["image"])
+        return RewardGroup(prompt.question, image, list(prompt.completions), reference)
+
+    async def rewards(self, prompts: list[RewardPrompt], method: RewardMethod,
+                      names: list[dict[str, str]]) -> list[GroupOutcome]:
+        groups = [await self.reward_group(p, method, n) for p, n in zip(prompts, names)]
+        await asyncio.to_thread(lambda: [screen_group(self.engine.model, self.settings.limits, g, method)
+                                         for g in groups])
+        return await judge_groups(self.engine, groups, method)
+
     async def judge_item(self, item: JudgeRequest, prefix: str = "") -> JudgeResult:
         self.text_allowed(item.question, item.response_a, item.response_b, prefix)
         image = await self.image(item.image, prefix + "image")
@@ -205,6 +241,7 @@ def create_app(engine: PairwiseJudging, api_token: str | None = None) -> FastAPI
                          verdict_prefix=VERDICT_PREFIX, max_batch_size=settings.max_batch_size,
                          batch_wait_timeout_s=settings.batch_wait_timeout_s, max_new_tokens=engine.max_new_tokens,
                          tie_on_swap_disagreement=settings.tie_on_swap_disagreement,
+                         reward_method=settings.reward_method, calibration_temperature=engine.calibration_temperature,
                          allow_remote_images=settings.allow_remote_images, auth_required=api_token is not None,
                          limits=settings.limits)
 
@@ -233,4 +270,54 @@ def create_app(engine: PairwiseJudging, api_token: str | None = None) -> FastAPI
                                 request.candidates[longest[1]], image, "candidates")
         return await engine.rank(request, image)
 
+    @app.post("/v1/reward", response_model=RewardResult, dependencies=auth)
+    async def reward(request: RewardRequest) -> RewardResult:
+        start = asyncio.get_running_loop().time()
+        check_reward_limits(request, settings.limits)
+        method = request.method or settings.reward_method
+        names = [{f: f"prompts.{n}.{f}" for f in REWARD_FIELDS} for n in range(len(request.prompts))]
+        outcomes = await inputs.rewards(request.prompts, method, names)
+        failures = [RewardFailure(prompt=n, completion=i, reason=reason, message=message)
+                    for n, outcome in enumerate(outcomes) for i, (reason, message) in sorted(outcome.failures.items())]
+        return RewardResult(rewards=[o.rewards for o in outcomes], method=method,
+                            temperature=engine.calibration_temperature,
+                            comparisons=sum(o.comparisons for o in outcomes), failures=failures, model=settings.model,
+                            latency_ms=(asyncio.get_running_loop().time() - start) * 1000.0)
+
+    @app.post(openrlhf.ROUTE, response_model=openrlhf.OpenRLHFResult, dependencies=auth)
+    async def openrlhf_reward(request: openrlhf.OpenRLHFRequest,
+                              method: RewardMethod | None = None) -> openrlhf.OpenRLHFResult:
+        return await _openrlhf_rewards(inputs, request, method or settings.reward_method)
+
     return app
+
+
+REWARD_FIELDS = ("question", "image", "completions", "reference")
+
+
+async def _openrlhf_rewards(inputs: _Inputs, request: openrlhf.OpenRLHFRequest,
+                            method: RewardMethod) -> openrlhf.OpenRLHFResult:
+    """OpenRLHF's protocol on the /v1/reward pipeline; a completion without a reward fails the request."""
+    samples = openrlhf.samples_of(request)
+    groups = openrlhf.group_samples(samples)
+    if len(groups) > inputs.settings.limits.max_reward_prompts:
+        raise FieldLimitError("query", f"holds {len(groups)} prompts, limit {inputs.settings.limits.max_reward_prompts}",
+                              413)
+    prompts, names = [], []
+    for members in groups:
+        first = samples[members[0]]
+        if len(members) > inputs.settings.limits.max_group_completions:
+            raise FieldLimitError("query", f"holds {len(members)} samples of prompts.{members[0]}, limit "
+                                           f"{inputs.settings.limits.max_group_completions}", 413)
+        prompts.append(RewardPrompt.model_construct(question=first.question, image=first.image, reference=first.reference,
+                                                    completions=[samples[n].response for n in members]))
+        names.append({"question": first.question_field, "image": f"labels.{members[0]}.image",
+                      "reference": f"labels.{members[0]}.reference", "completions": "query"})
+    outcomes = await inputs.rewards(prompts, method, names)
+    rewards: list[float] = [0.0] * len(samples)
+    for members, outcome in zip(groups, outcomes):
+        for i, (reason, message) in sorted(outcome.failures.items()):
+            raise FieldError(openrlhf.FAILURE_STATUS.get(reason, 500), reason, f"query.{members[i]}", message)
+        for n, reward in zip(members, outcome.rewards):
+            rewards[n] = float(reward)
+    return openrlhf.OpenRLHFResult(rewards=rewards, scores=rewards)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from carevl.metrics import record_judge_request
 
-ROUTES = frozenset({"/v1/judge", "/v1/judge/batch", "/v1/rank", "/v1/model", "/healthz"})
+ROUTES = frozenset({"/v1/judge", "/v1/judge/batch", "/v1/rank", "/v1/reward", "/v1/openrlhf/get_reward",
+                    "/v1/model", "/healthz"})
 
 
 class RequestMetrics:

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from carevl.config.stages import ServeLimits
+from carevl.judge.rules import RewardMethod
 
 Mode = Literal["explain", "verdict"]
 Winner = Literal["A", "B", "tie"]
@@ -51,6 +52,23 @@ class RankRequest(_Request):
     swap_check: bool = Field(True, description="judge every pair in both orders")
 
 
+class RewardPrompt(_Request):
+    """One prompt of a /v1/reward call: its image, its group of completions and an optional reference."""
+
+    question: str = Field(min_length=1, description="the prompt the completions answer")
+    image: str | None = Field(None, description="data URL or base64 (URL / server path only when allowed)")
+    completions: list[str] = Field(min_length=1, description="the group, in the order the rewards come back")
+    reference: str | None = Field(None, description="a reference answer; required by method 'reference'")
+
+
+class RewardRequest(_Request):
+    """Rewards for a batch of prompts, each with its group of completions (online RL)."""
+
+    prompts: list[RewardPrompt] = Field(min_length=1)
+    method: RewardMethod | None = Field(None, description="reference | bradley_terry | copeland; default: "
+                                                          "the server's reward_method")
+
+
 class JudgeResult(_Response):
     winner: Winner | None = Field(description="null only in explain mode when no verdict could be parsed")
     p_a: float | None = Field(description="probability that response_a is better (verdict mode: from the "
@@ -89,6 +107,27 @@ class RankResult(_Response):
     latency_ms: float
 
 
+class RewardFailure(_Response):
+    """Why one completion has no reward (its entry in `rewards` is null)."""
+
+    prompt: int
+    completion: int
+    reason: str = Field(description="reserved_token, prompt_too_long, response_too_long, judge_error, "
+                                    "no_valid_comparison")
+    message: str
+
+
+class RewardResult(_Response):
+    rewards: list[list[float | None]] = Field(description="per prompt, one reward per completion in order; "
+                                                          "null for a completion that could not be judged")
+    method: RewardMethod
+    temperature: float = Field(description="calibration temperature applied to every p_a (1.0: none)")
+    comparisons: int = Field(description="ordered pairs the judge scored for this request")
+    failures: list[RewardFailure] = Field(default_factory=list)
+    model: str
+    latency_ms: float
+
+
 class ModelInfo(_Response):
     model: str
     model_path: str
@@ -98,6 +137,8 @@ class ModelInfo(_Response):
     batch_wait_timeout_s: float
     max_new_tokens: int
     tie_on_swap_disagreement: bool
+    reward_method: RewardMethod | None = None
+    calibration_temperature: float = 1.0
     allow_remote_images: bool
     auth_required: bool
     limits: ServeLimits
@@ -152,3 +193,14 @@ def check_rank_limits(request: RankRequest, limits: ServeLimits) -> None:
     _check_text("question", request.question, limits.max_question_chars)
     for n, text in enumerate(request.candidates):
         _check_text(f"candidates.{n}", text, limits.max_response_chars)
+
+
+def check_reward_limits(request: RewardRequest, limits: ServeLimits) -> None:
+    """The counts of a /v1/reward call (the texts are checked per prompt by the service, which refuses a
+    long question or reference but gives a long completion a null reward with a reason)."""
+    if len(request.prompts) > limits.max_reward_prompts:
+        raise FieldLimitError("prompts", f"has {len(request.prompts)} prompts, limit {limits.max_reward_prompts}", 413)
+    for n, prompt in enumerate(request.prompts):
+        if len(prompt.completions) > limits.max_group_completions:
+            raise FieldLimitError(f"prompts.{n}.completions", f"has {len(prompt.completions)} completions, "
+                                                              f"limit {limits.max_group_completions}", 413)

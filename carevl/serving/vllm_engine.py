@@ -14,6 +14,8 @@ The replica hosts vLLM's async engine itself, next to the FastAPI ingress, rathe
   requests that run in whatever steps the scheduler packs them).
 
 Explain mode generates greedily and returns the same JSON as the transformers backend; nothing streams.
+Verdict p_a is calibrated with the model folder's calibration.json (`carevl.judge.calibration`), as
+`JudgeModel` calibrates it on the transformers backend; explain-mode verdict shares are not rescaled.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from carevl.config import ModelSpec
 from carevl.config.stages import ServeConfig
+from carevl.judge.calibration import load_calibration
 from carevl.judge.model import VERDICT_CANDIDATES
 from carevl.judge.prompts import JudgePrompts
 from carevl.judge.rules import verdict_probability
@@ -52,6 +55,7 @@ class VLLMJudgeEngine(PairwiseJudging):
 
         source = engine_source(spec, Path(model_cache))
         self.settings = settings
+        self.calibration = load_calibration(source)  # the transformers backend's JudgeModel does the same
         self.chat = ChatPrompts(spec, source)
         self.model = JudgePrompts(spec, self.chat.chat)
         self.max_new_tokens = settings.max_new_tokens or spec.generation.max_new_tokens
@@ -81,7 +85,11 @@ class VLLMJudgeEngine(PairwiseJudging):
         for output in outputs:
             log_a, log_b = candidate_log_probs(output.logprobs, self.verdict_ids)
             probs.append(verdict_probability(log_a, log_b))
-        return probs
+        return self.calibration.apply_many(probs)
+
+    @property
+    def calibration_temperature(self) -> float:
+        return self.calibration.temperature
 
     async def explain_group(self, group: list[OrderedPair]) -> list[str]:
         outputs = await asyncio.gather(*(self._complete(self._prompt(p, ""), self.explain_params) for p in group))

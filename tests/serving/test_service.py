@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 
 import httpx
 import numpy as np
@@ -15,6 +14,7 @@ from carevl.client import AsyncJudgeClient, JudgeAPIError, JudgeClient
 from carevl.data.images import encode_data_url, encode_png
 from carevl.judge.model import JudgeModel
 from carevl.judge.rules import combine_swap, rank_from_pairwise
+from tests.serving.judge_app import judge_service
 
 pytestmark = pytest.mark.ray
 
@@ -28,36 +28,18 @@ LIMITS = {"max_body_bytes": 400_000, "max_image_bytes": 60_000, "max_image_pixel
           "max_question_chars": 2_000, "max_response_chars": 4_000, "max_batch_items": 4, "max_candidates": 4}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def base_url(ray_local):
-    from ray import serve
-
-    from carevl.serving.app import build_app
-    from carevl.serving.builder import JudgeAppArgs
-
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     common = {"model": MODEL, "max_new_tokens": 6, "num_cpus": 0.5}
-    main = JudgeAppArgs.model_validate({**common, "default_mode": "verdict", "max_batch_size": 16,
-                                        "batch_wait_timeout_s": 0.02, "api_token_env": TOKEN_ENV,
-                                        "limits": LIMITS})
+    main = {**common, "default_mode": "verdict", "max_batch_size": 16, "batch_wait_timeout_s": 0.02,
+            "api_token_env": TOKEN_ENV, "limits": LIMITS}
     # A deliberately narrow deployment: one request in flight, one queued, the rest must get 503 at once.
     # It also runs under an autoscaling config (pinned to one replica) to exercise that deployment path.
-    narrow = JudgeAppArgs.model_validate({**common, "default_mode": "explain", "max_new_tokens": 32,
-                                          "max_batch_size": 2, "max_ongoing_requests": 1, "max_queued_requests": 1,
-                                          "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}})
-    try:
-        serve.run(build_app(main), name="judge", route_prefix="/")
-        serve.run(build_app(narrow), name="narrow", route_prefix="/narrow")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    narrow = {**common, "default_mode": "explain", "max_new_tokens": 32, "max_batch_size": 2,
+              "max_ongoing_requests": 1, "max_queued_requests": 1,
+              "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}
+    with judge_service({"judge": ("/", main), "narrow": ("/narrow", narrow)}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
