@@ -106,6 +106,10 @@ class TrainStageConfig(StrictModel):
     both_orders: bool = Field(False, description="train every pair in both A/B orders (twice the examples; a DPO "
                               "row's critiques re-told for the swapped order) instead of one; the paper trains "
                               "each pair once")
+    max_failures: int = Field(0, ge=-1, description="worker-group restarts after a worker or node dies, each "
+                              "resuming from the latest reported checkpoint (trainer.save_steps); -1: no limit")
+    max_preemption_failures: int = Field(-1, ge=-1, description="restarts after a node drained for preemption "
+                                         "(spot), counted apart from max_failures; -1: no limit")
 
 
 class SFTStage(TrainStageConfig):

@@ -34,6 +34,7 @@ from carevl.config import CarevlConfig, ConfigError, LoraSpec, TrainStageConfig
 from carevl.models.loading import load_vlm
 from carevl.models.specs import judge_spec
 from carevl.models.vllm_weights import rewrite_for_vllm
+from carevl.training.devices import WorkerDeviceTorchConfig, cuda_usable
 from carevl.training.freeze import freeze_vision, vision_parameter_names
 
 FINAL_MARKER = "carevl_training.json"   # written into model/ last: its presence means "complete"
@@ -81,8 +82,12 @@ def trl_args(cls: type, section: str, trainer: dict[str, Any], **fixed: Any):
 
 
 def fixed_trainer_fields(stage: TrainStageConfig, output_dir: str, seed: int) -> dict[str, Any]:
-    """Fields the job owns: the scratch output dir, the device (from `use_gpu`), and the seed default."""
-    fixed: dict[str, Any] = {"output_dir": output_dir, "use_cpu": not stage.use_gpu}
+    """Fields the job owns: the scratch output dir, the device and the seed default.
+
+    The device is the CPU unless the stage asks for GPUs *and* this process can use CUDA: a worker on
+    a node whose GPUs are only a Ray resource trains on its CPU (`carevl.training.devices`).
+    """
+    fixed: dict[str, Any] = {"output_dir": output_dir, "use_cpu": not (stage.use_gpu and cuda_usable())}
     if "seed" not in stage.trainer:
         fixed["seed"] = seed
     return fixed
@@ -167,28 +172,37 @@ def report_final(trainer, processor, stage: TrainStageConfig, scratch: Path, res
                          checkpoint_dir_name=FINAL_DIR_NAME)
 
 
+def run_config(name: str, stage: TrainStageConfig, paths: TrainPaths) -> RunConfig:
+    """Ray Train's RunConfig of a stage: storage in the output folder, checkpoints kept, failure budgets."""
+    keep = stage.trainer.get("save_total_limit")
+    return RunConfig(
+        name=name, storage_path=str(paths.checkpoints),
+        # One more than TRL keeps locally, so the final-model checkpoint never evicts the last step.
+        checkpoint_config=CheckpointConfig(num_to_keep=None if keep is None else int(keep) + 1),
+        failure_config=FailureConfig(max_failures=stage.max_failures,
+                                     max_preemption_failures=stage.max_preemption_failures),
+    )
+
+
 def fit(name: str, stage: TrainStageConfig, paths: TrainPaths, worker: Callable[[dict], None],
         loop_config: dict[str, Any]) -> None:
     """Run `worker` on Ray Train workers (ScalingConfig from the stage) until it reports the final model.
 
-    A re-run with the same output folder resumes the same Ray Train run (storage_path + name), so the
-    workers see its latest checkpoint through `ray.train.get_checkpoint()`. When the final model was
+    A worker or node lost mid-run restarts the worker group, up to the stage's `max_failures` (and
+    `max_preemption_failures` for nodes drained for preemption); the new workers resume from the
+    latest checkpoint reported (TRL saves every `trainer.save_steps`). A re-run with the same output
+    folder resumes the same Ray Train run (storage_path + name) the same way. When the final model was
     already reported (a kill between training and publishing), nothing is trained again.
     """
     if final_checkpoint(paths, name) is not None:
         return
-    keep = stage.trainer.get("save_total_limit")
     trainer = TorchTrainer(
         worker,
         train_loop_config=loop_config,
+        torch_config=WorkerDeviceTorchConfig(),
         scaling_config=ScalingConfig(num_workers=stage.num_workers, use_gpu=stage.use_gpu,
                                      resources_per_worker=dict(stage.resources_per_worker)),
-        run_config=RunConfig(
-            name=name, storage_path=str(paths.checkpoints),
-            # One more than TRL keeps locally, so the final-model checkpoint never evicts the last step.
-            checkpoint_config=CheckpointConfig(num_to_keep=None if keep is None else int(keep) + 1),
-            failure_config=FailureConfig(max_failures=0),
-        ),
+        run_config=run_config(name, stage, paths),
     )
     result = trainer.fit()
     if result.error is not None:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import datasets
 import ray.train
-import ray.train.torch
 from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
 from carevl import ledger
@@ -35,9 +35,11 @@ from carevl.models.specs import judge_spec
 from carevl.planning import check_placement
 from carevl.ray_utils import init_ray
 from carevl.training import common
+from carevl.training.devices import claim_worker_device
 from carevl.training.examples import Builder, load_examples, prepare_examples
 
 log = logging.getLogger(__name__)
+RESTART_BUDGETS = ("max_failures", "max_preemption_failures")
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     config = CarevlConfig.model_validate(loop_config["config"])
     paths = common.TrainPaths(Path(loop_config["root"]))
     scratch = paths.scratch / f"rank-{ray.train.get_context().get_world_rank()}"
+    # TRL's checkpoints of an earlier attempt on this node: the run resumes from Ray Train's copy instead.
+    shutil.rmtree(scratch / "hf", ignore_errors=True)
     scratch.mkdir(parents=True, exist_ok=True)
     trainer, processor = build_trainer(recipe, config, loop_config["start_model"], load_examples(paths.data),
-                                       scratch / "hf", ray.train.torch.get_device(), [RayTrainReportCallback()])
+                                       scratch / "hf", claim_worker_device(), [RayTrainReportCallback()])
     stage = getattr(config, recipe.name)
     trainer = prepare_trainer(trainer)
     resume = common.resume_checkpoint(scratch)
@@ -99,7 +103,9 @@ def run_fingerprint(config: CarevlConfig, recipe: Recipe, rows_uri: str, start_m
     inputs: dict[str, Any] = {"rows": ledger.input_fingerprint(rows_uri)}
     if start_model is not None:
         inputs["start_model"] = ledger.input_fingerprint(start_model)
-    settings = {recipe.name: getattr(config, recipe.name).model_dump(mode="json"), "seed": config.seed,
+    # The failure budgets decide how often a run may restart, not what it learns: a re-run may change them.
+    stage = getattr(config, recipe.name).model_dump(mode="json", exclude=set(RESTART_BUDGETS))
+    settings = {recipe.name: stage, "seed": config.seed,
                 "model": judge_spec(config, start_model).model_dump(exclude={"resources", "http"}),
                 "limits": config.curation.limits.model_dump(),
                 "allow_remote_images": config.curation.allow_remote_images}

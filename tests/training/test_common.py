@@ -60,3 +60,34 @@ def test_lora_adapters_skip_the_vision_encoder(micro_model):
     lora = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
     assert lora and not any("vision_tower" in n for n in lora)
     assert any("language_model" in n for n in lora)
+
+
+def test_fake_gpus_train_on_the_cpu(tmp_path):
+    """A GPU resource without CUDA (this machine, a fake autoscaler node) is not a device."""
+    from carevl.training.devices import cuda_usable
+
+    config = load_config(overrides=["sft.use_gpu=true", "sft.resources_per_worker={CPU: 1, GPU: 1}"])
+    fixed = common.fixed_trainer_fields(config.sft, str(tmp_path), 0)
+    assert fixed["use_cpu"] is (not cuda_usable())
+    assert common.fixed_trainer_fields(load_config().sft, str(tmp_path), 0)["use_cpu"] is True
+
+
+def test_process_group_backend_follows_the_workers_devices():
+    from carevl.training.devices import process_group_backend
+
+    assert process_group_backend([True, True]) == "nccl"
+    assert process_group_backend([True, False]) == "gloo"   # one rank without CUDA cannot join NCCL
+    assert process_group_backend([]) == "gloo"
+
+
+def test_failure_budgets_reach_ray_train(tmp_path, repo_root):
+    paths = common.TrainPaths.of(str(tmp_path))
+    paper = load_config(repo_root / "configs" / "paper.yaml")
+    failure = common.run_config("sft", paper.sft, paths).failure_config
+    assert (failure.max_failures, failure.max_preemption_failures) == (paper.sft.max_failures, -1)
+    assert paper.sft.max_failures > 0 and paper.dpo.max_failures > 0
+    tiny = load_config(overrides=["dpo.max_failures=2", "dpo.max_preemption_failures=5"]).dpo
+    failure = common.run_config("dpo", tiny, paths).failure_config
+    assert (failure.max_failures, failure.max_preemption_failures) == (2, 5)
+    with pytest.raises(ConfigError, match="max_failures"):
+        load_config(overrides=["sft.max_failures=-2"])

@@ -1,4 +1,5 @@
-"""SFT through Ray Train with 2 CPU workers on the micro LLaVA: killed mid-run, re-run, then checked."""
+"""SFT through Ray Train with 2 CPU workers on the micro LLaVA: the job killed mid-run and re-run, a
+training worker killed mid-run (the worker group restarts from the latest checkpoint), then checked."""
 from __future__ import annotations
 
 import json
@@ -9,29 +10,59 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
+
+MAX_STEPS, SAVE_STEPS = 8, 2
 
 
 def _command(checks, curated_pairs, out):
-    stage = checks.stage_overrides("sft", max_steps=6, save_steps=2, learning_rate=1e-3)
-    sets = ["ray.num_cpus=2", *checks.MICRO, *stage]
+    stage = checks.stage_overrides("sft", max_steps=MAX_STEPS, save_steps=SAVE_STEPS, learning_rate=1e-3)
+    sets = ["ray.num_cpus=2", "sft.max_failures=1", *checks.MICRO, *stage]
     return [sys.executable, "-m", "ray_jobs.train_sft", "--input", str(curated_pairs / "high"),
             "--output", str(out), *[a for s in sets for a in ("--set", s)]]
 
 
-def _wait_for_checkpoint(proc, out, timeout_s=600) -> bool:
-    """True once Ray Train has registered a TRL checkpoint (listed in its snapshot of the run)."""
-    snapshot = out / "checkpoints" / "sft" / "checkpoint_manager_snapshot.json"
+def _registered_steps(out) -> list[int]:
+    """Global steps of the TRL checkpoints Ray Train has registered for the run (listed in its snapshot)."""
+    run = out / "checkpoints" / "sft"
+    try:
+        results = json.loads((run / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
+    except (OSError, ValueError, KeyError):
+        return []
+    steps = []
+    for result in results:
+        state = run / result["checkpoint_dir_name"] / "checkpoint" / "trainer_state.json"
+        try:
+            steps.append(json.loads(state.read_text())["global_step"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return steps
+
+
+def _wait_for_step(proc, out, above: int, timeout_s=600) -> int | None:
+    """The highest registered checkpoint step once one is above `above` (None if the job ended first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            results = json.loads(snapshot.read_text())["checkpoint_results"]
-        except (OSError, ValueError, KeyError):
-            results = []
-        if any((out / "checkpoints" / "sft" / r["checkpoint_dir_name"] / "checkpoint").is_dir() for r in results):
-            return True
+        steps = _registered_steps(out)
+        if steps and max(steps) > above:
+            return max(steps)
         time.sleep(0.2)
-    return False
+    return None
+
+
+def _kill_a_train_worker(proc) -> int:
+    """SIGKILL one Ray Train worker process of the job's own local Ray (a descendant of the job)."""
+    workers = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if child.cmdline()[:1] == ["ray::RayTrainWorker"]:
+                workers.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    assert workers, "no Ray Train worker process found"
+    workers[-1].kill()
+    return workers[-1].pid
 
 
 @pytest.mark.ray
@@ -42,18 +73,35 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         try:
-            saw_checkpoint = _wait_for_checkpoint(proc, out)
+            job_killed_at = _wait_for_step(proc, out, above=0)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started
             proc.wait()
-    assert saw_checkpoint, (tmp_path / "first.log").read_text()[-3000:]
+    assert job_killed_at is not None, (tmp_path / "first.log").read_text()[-3000:]
     assert not (out / "model").exists()
 
-    rerun = subprocess.run(cmd, cwd=repo_root, capture_output=True, text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    # The re-run resumes the job; once it has registered a checkpoint of its own, one training worker is
+    # killed: Ray Train restarts the worker group (sft.max_failures=1) from that checkpoint, in the same job.
+    with open(tmp_path / "rerun.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            worker_killed_at = _wait_for_step(proc, out, above=job_killed_at)
+            if worker_killed_at is not None:
+                _kill_a_train_worker(proc)
+            returncode = proc.wait(timeout=900)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    rerun_log = (tmp_path / "rerun.log").read_text()
+    assert worker_killed_at is not None and worker_killed_at < MAX_STEPS, rerun_log[-3000:]
+    assert returncode == 0, rerun_log[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["resumed_from_step"] >= 2 and summary["global_step"] == 6
+    # The restarted workers resumed from the checkpoint registered before the kill, not from the job's start.
+    assert summary["resumed_from_step"] >= worker_killed_at > job_killed_at and summary["global_step"] == MAX_STEPS
+    # Every TRL save (trainer.save_steps) reached Ray Train as a checkpoint.
+    assert _registered_steps(out) and all(step % SAVE_STEPS == 0 for step in _registered_steps(out))
     # Each pair is shown in both A/B orders (sft.both_orders in the tiny preset).
     assert summary["data"]["examples"] == 2 * summary["data"]["rows"] > 0
     losses = [e["loss"] for e in summary["train_metrics"]["log_history"] if "loss" in e]
@@ -62,6 +110,11 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
 
     checks.assert_trained(checks.micro_folder(), out / "model")
     assert isinstance(checks.assert_generates(out / "model"), str)
+
+    # Another failure budget is the same run (it changes how often training may restart, not what it learns).
+    again = subprocess.run(cmd + ["--set", "sft.max_failures=3"], cwd=repo_root, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0 and json.loads((out / "summary.json").read_text()) == summary, again.stderr[-3000:]
 
     # Another learning rate into the same folder: the finished model is not taken for it (exit 2, one line).
     changed = subprocess.run(cmd + ["--set", "sft.trainer.learning_rate=0.002"], cwd=repo_root,
