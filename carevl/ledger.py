@@ -19,8 +19,9 @@ import json
 import os
 import posixpath
 import subprocess
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
 
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -305,3 +306,48 @@ class RunLedger:
                     "rows": unit.rows, "files": published, "stats": stats}
         write_text_atomic(join(self.root, UNITS_DIR, f"{unit.unit_id}.json"), json.dumps(manifest))
         return manifest
+
+
+@dataclass
+class UnitProgress:
+    """A streaming job driver's view of its work units: the written pieces of each unfinished unit,
+    the units finished, the rows seen, and when progress was last logged.
+
+    The writer's batches do not line up with units, so a unit arrives in pieces: one receipt per unit
+    a writer call touched ({unit_id, rows, files (JSON list), stats (JSON)}). A unit is published
+    (files moved into place, manifest written) as soon as all its rows are in.
+    """
+
+    units: dict[str, WorkUnit]
+    interval_s: float
+    start: float = field(default_factory=time.monotonic)
+    last_log: float = field(default_factory=time.monotonic)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    finished: int = 0
+    rows: int = 0
+
+    def add(self, led: RunLedger, receipt: dict[str, Any], empty_stats: Callable[[], Any],
+            merge_stats: Callable[[Any, dict[str, Any]], None]) -> dict[str, Any]:
+        """Take one receipt, publish its unit if this completed it; returns the receipt's counters."""
+        unit = self.units[receipt["unit_id"]]
+        stats = json.loads(receipt["stats"])
+        self.rows += receipt["rows"]
+        slot = self.pending.setdefault(unit.unit_id, {"rows": 0, "files": [], "stats": empty_stats()})
+        slot["rows"] += receipt["rows"]
+        slot["files"] += json.loads(receipt["files"])
+        merge_stats(slot["stats"], stats)
+        if slot["rows"] > unit.rows:
+            raise RuntimeError(f"unit {unit.unit_id}: {slot['rows']} rows written for {unit.rows} input rows")
+        if slot["rows"] == unit.rows:
+            led.publish(unit, slot["files"], slot["stats"])
+            del self.pending[unit.unit_id]
+            self.finished += 1
+        return stats
+
+    def log_due(self) -> float | None:
+        """Seconds since the start when a progress line is due (every `interval_s`), else None."""
+        now = time.monotonic()
+        if now - self.last_log < self.interval_s:
+            return None
+        self.last_log = now
+        return now - self.start

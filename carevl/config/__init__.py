@@ -24,6 +24,7 @@ from carevl.config.stages import (
     InputLimits,
     LoraSpec,
     RefineConfig,
+    ScoreConfig,
     ServeConfig,
     SFTStage,
     StrongJudgeConfig,
@@ -37,7 +38,7 @@ __all__ = [
     "CarevlConfig", "ConfigError", "load_config", "DEFAULT_CONFIG", "ModelSpec", "Resources", "HttpSpec",
     "GenerationSpec", "CurationConfig", "StrongJudgeConfig", "CandidateSource", "InputLimits",
     "SFTStage", "TrainStageConfig", "RefineConfig", "LoraSpec", "ServeConfig", "EvalConfig",
-    "PlanningConfig",
+    "PlanningConfig", "ScoreConfig",
 ]
 
 
@@ -76,6 +77,7 @@ class CarevlConfig(StrictModel):
     dpo: TrainStageConfig = Field(default_factory=TrainStageConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
     planning: PlanningConfig = Field(default_factory=PlanningConfig)
 
     @model_validator(mode="after")
@@ -86,6 +88,7 @@ class CarevlConfig(StrictModel):
             ("curation.strong_judge.model", self.curation.strong_judge.model, ("vlm",)),
             ("sft.judge_model", self.sft.judge_model, ("vlm",)),
             ("refine.scorer_model", self.refine.scorer_model, ("causal", "vlm")),
+            ("score.judge_model", self.score.judge_model, ("vlm", "causal")),
         ]
         refs += [(f"curation.experts[{i}]", m, ("reward",)) for i, m in enumerate(self.curation.experts)]
         refs += [(f"curation.candidates[{i}].model", c.model, ("vlm",))

@@ -219,3 +219,33 @@ class EvalConfig(StrictModel):
         if self.length_buckets != sorted(set(self.length_buckets)):
             raise ValueError(f"length_buckets must be strictly increasing, got {self.length_buckets}")
         return self
+
+
+class CalibrationConfig(StrictModel):
+    """Temperature scaling of the judge's p_a (`ray_jobs.calibrate`, carevl.judge.calibration)."""
+
+    pairs: int = Field(400, ge=4, description="held-out synthetic pairs judged when --input is not given")
+    seed: int = Field(1, description="seed of those pairs (another stream than evaluation.seed's)")
+    test_fraction: float = Field(0.5, gt=0, lt=1, description="share of pairs (by id) kept out of the fit; "
+                                 "ECE before and after is reported on them")
+    bins: int = Field(10, ge=2, le=100, description="equal-width bins of the ECE and the reliability diagram")
+
+
+class ScoreConfig(StrictModel):
+    """Offline scoring with a trained judge (`ray_jobs.score`): pairs get p_a in both orders, groups of
+    k candidates one reward each (carevl.judge.rules.group_rewards). The judge pool's resources are the
+    judge model's (`models.<judge_model>.resources`)."""
+
+    judge_model: str | None = Field(None, description="key in `models` whose settings a --judge folder takes; "
+                                    "None: sft.judge_model")
+    method: Literal["reference", "bradley_terry", "copeland"] = Field(
+        "bradley_terry", description="group rewards: reference (2k judgements, needs a reference answer per "
+        "row), bradley_terry or copeland (k(k-1) judgements within the group)")
+    tie_on_swap_disagreement: bool = Field(True, description="a pair whose two orders disagree is a tie "
+                                           "(pair winner and Copeland games)")
+    unit_rows: int = Field(1_000, ge=1, description="input rows per work unit: output files and resume grain")
+    task_num_cpus: float = Field(0.25, gt=0, description="CPUs per light task (read, write)")
+    limits: InputLimits = Field(default_factory=InputLimits)
+    allow_remote_images: bool = Field(False, description="fetch http(s) and cloud image references")
+    progress_interval_s: float = Field(10.0, gt=0, description="seconds between progress log lines")
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)

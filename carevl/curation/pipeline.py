@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -133,36 +133,15 @@ def run_fingerprint(config: CarevlConfig, input_uri: str) -> dict[str, Any]:
 
 
 @dataclass
-class _Progress:
-    units: dict[str, ledger.WorkUnit]
-    interval_s: float
-    start: float = field(default_factory=time.monotonic)
-    last_log: float = field(default_factory=time.monotonic)
-    pending: dict[str, dict] = field(default_factory=dict)
-    finished: int = 0
+class _Progress(ledger.UnitProgress):
     pairs: int = 0
-    rows: int = 0
 
     def receive(self, led: ledger.RunLedger, receipt: dict[str, Any]) -> None:
-        unit = self.units[receipt["unit_id"]]
-        stats = json.loads(receipt["stats"])
-        slot = self.pending.setdefault(unit.unit_id, {"rows": 0, "files": [], "stats": empty_stats()})
-        slot["rows"] += receipt["rows"]
-        slot["files"] += json.loads(receipt["files"])
-        merge_stats(slot["stats"], stats)
-        self.rows += receipt["rows"]
+        stats = self.add(led, receipt, empty_stats, merge_stats)
         self.pairs += sum(stats["pairs"].values())
         record_curation(stats, self.pairs / max(time.monotonic() - self.start, 1e-9))
-        if slot["rows"] > unit.rows:
-            raise RuntimeError(f"unit {unit.unit_id}: {slot['rows']} rows written for {unit.rows} input rows")
-        if slot["rows"] == unit.rows:
-            led.publish(unit, slot["files"], slot["stats"])
-            del self.pending[unit.unit_id]
-            self.finished += 1
-        now = time.monotonic()
-        if now - self.last_log >= self.interval_s:
-            self.last_log = now
-            elapsed = now - self.start
+        elapsed = self.log_due()
+        if elapsed is not None:
             log.info("curation: %d/%d units, %d rows, %d pairs, %.1f pairs/s", self.finished, len(self.units),
                      self.rows, self.pairs, self.pairs / max(elapsed, 1e-9))
 

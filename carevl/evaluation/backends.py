@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import ray
 
+from carevl import ledger
 from carevl.config import CarevlConfig, ModelSpec
 from carevl.evaluation.judgements import (
     STATUS_ERROR,
@@ -21,10 +22,14 @@ from carevl.evaluation.judgements import (
     STATUS_UNPARSEABLE,
     sample_seed,
 )
+from carevl.judge.calibration import CALIBRATION_FILE, load_calibration
 from carevl.judge.model import JudgeModel
 from carevl.judge_format import parse_verdict
 from carevl.models.loading import resolve_model_path
 from carevl.models.specs import judge_spec
+from carevl.planning import PlacementError
+from carevl.planning.nodes import node_types
+from carevl.planning.placement import Need, place, placement_errors
 from carevl.ray_utils import pool_args
 
 log = logging.getLogger(__name__)
@@ -144,3 +149,30 @@ def ray_judge(config: CarevlConfig, judge: str, mode: str, requests: list[dict[s
 def model_label(judge: str) -> str:
     """A short printable name of the judge for reports."""
     return judge if "://" in judge or judge.startswith("tiny:") else Path(judge).name or judge
+
+
+def judge_fingerprint(spec: ModelSpec, model_cache: str | Path, calibrated: bool = True) -> dict[str, Any]:
+    """What identifies the judge's outputs for a run ledger: its weights' files and the calibration
+    temperature it applies (calibration.json itself is left out of the file digest, so fitting a new
+    temperature changes one readable value, and a raw run is not affected by it at all)."""
+    folder = Path(resolve_model_path(spec, Path(model_cache))[0])
+    if not folder.is_dir():
+        return {"model": spec.path, "calibration": "none"}
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CALIBRATION_FILE
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(folder).parts))
+    digests = {str(p.relative_to(folder)): ledger.input_fingerprint(str(p))["digest"] for p in files}
+    temperature = load_calibration(folder).temperature if calibrated else "raw"
+    return {"model": str(folder), "files": digests, "calibration": temperature}
+
+
+def check_judge_placement(config: CarevlConfig, spec: ModelSpec, stage: str) -> None:
+    """Fail in seconds when the judge fits no node of the cluster (carevl.planning, as every job checks
+    its models before loading them)."""
+    res = spec.resources
+    gpus = float(res.tensor_parallel_size) if res.tensor_parallel_size > 1 else res.num_gpus
+    nodes = node_types(config)
+    need = place(Need(stage, "judge", spec.path, spec, gpus=gpus, cpus=res.num_cpus, tp=res.tensor_parallel_size),
+                 nodes, config)
+    errors = placement_errors([need], nodes, config)
+    if errors:
+        raise PlacementError("placement check failed:\n  " + "\n  ".join(errors))

@@ -11,7 +11,6 @@ rows `{id, reason}` next to the items, and the runner writes them out and counts
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +64,7 @@ def read_records(uri: str | Path) -> list[dict[str, Any]]:
     return list(dio.iter_jsonl_rows(uri, bad_lines="mark"))
 
 
-def _image_from_column(value: Any) -> tuple[str | None, bytes | None]:
+def image_from_column(value: Any) -> tuple[str | None, bytes | None]:
     """An image column as (reference, bytes): a path/URL/data-URL string, raw bytes, or the
     {bytes, path} struct that Hugging Face parquet files use."""
     if value is None:
@@ -82,7 +81,7 @@ def _image_from_column(value: Any) -> tuple[str | None, bytes | None]:
     raise TypeError(f"unsupported image value of type {type(value).__name__}")
 
 
-def _resolve_image_path(ref: str | None, base_dir: Path | None) -> str | None:
+def resolve_image_path(ref: str | None, base_dir: Path | None) -> str | None:
     """Relative file paths are taken relative to `base_dir`; URLs and data URLs pass through."""
     if ref is None or base_dir is None or "://" in ref or ref.startswith("data:"):
         return ref
@@ -108,7 +107,7 @@ def _vlrb_item(row: dict[str, Any], images_dir: Path | None) -> dict[str, Any]:
         raise ValueError("field 'query' must be a string")
     # human_ranking holds ranks, 0 = better (SOURCE.md).
     label = "tie" if ranking[0] == ranking[1] else ("A" if ranking[0] < ranking[1] else "B")
-    image_path, image_bytes = _image_from_column(row.get("image"))
+    image_path, image_bytes = image_from_column(row.get("image"))
     if image_bytes is None and images_dir is not None:
         rel = row.get("image_path") or image_path
         if not rel:
@@ -191,7 +190,7 @@ def _pairwise_item(row: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     label = {"a": "A", "b": "B", "tie": "tie"}.get(str(raw_label).strip().lower()) if raw_label else None
     if label is None:
         raise ValueError(f"field 'label' must be one of A, B, tie (got {raw_label!r})")
-    image_path, image_bytes = _image_from_column(row.get("image", row.get("image_path")))
+    image_path, image_bytes = image_from_column(row.get("image", row.get("image_path")))
     if image_bytes is None and row.get("image_bytes"):
         image_bytes = bytes(row["image_bytes"])
     return {
@@ -201,7 +200,7 @@ def _pairwise_item(row: dict[str, Any], base_dir: Path) -> dict[str, Any]:
         "response_a": row["response_a"],
         "response_b": row["response_b"],
         "label": label,
-        "image_path": _resolve_image_path(image_path, base_dir),
+        "image_path": resolve_image_path(image_path, base_dir),
         "image_bytes": image_bytes,
     }
 

@@ -1,0 +1,1 @@
+"""Offline scoring with a trained judge (`ray_jobs.score`): pairs and groups of candidates on Ray Data."""
