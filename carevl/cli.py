@@ -45,6 +45,7 @@ class Job:
     required: Sequence[str] = ()      # shared flags the job needs: "input", "output"
     uses_ray: bool = True             # join or start Ray in the main thread before the driver starts
     loads_models: bool = True         # build the config's `tiny:<role>` models first (no-op once built)
+    worker_logs: bool = True          # stream Ray workers' output here (False: it stays in Ray's log files)
     show: Callable[[JobArgs, Any], int | None] | None = None  # print the result; returns the exit status
 
 
@@ -81,12 +82,14 @@ def _bad_input(exc: BaseException) -> None:
 def run_job(job: Job, argv: list[str] | None = None) -> Any:
     """Parse, log, run the driver interruptibly, show the result; returns the driver's result."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per HTTP request is log noise
     args = parse_job_args(job, argv)
     try:
         if job.loads_models:
             build_referenced(args.config.paths.model_cache_dir(), [s.path for s in args.config.models.values()])
         if job.uses_ray:
-            init_ray(args.config)  # in the main thread, before the driver thread starts
+            init_ray(args.config if job.worker_logs else args.config.model_copy(
+                update={"ray": args.config.ray.model_copy(update={"log_to_driver": False})}))  # main thread, before the driver
         result = interruptible(lambda: job.run(args))
     except BAD_INPUT as exc:
         _bad_input(exc)

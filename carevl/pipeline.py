@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +26,10 @@ from typing import Iterator
 import ray
 
 from carevl import ledger
-from carevl.audit.report import format_headline, headline
 from carevl.config import CarevlConfig, load_config
-from carevl.data.synth import MANIFEST as SYNTH_MANIFEST
-from carevl.data.synth import SynthSpec, surface_cue_accuracy
+from carevl.progress import StageProgress
 from carevl.ray_utils import init_ray
+from carevl.run_report import collect_summary, read_json, stage_headline
 
 MARKER = "_COMPLETE"
 # Config sections each job reads, in pipeline order: a stage's fingerprint holds its own and all earlier
@@ -127,7 +125,7 @@ def plan_stages(opts: PipelineOptions) -> list[Stage]:
 
 def no_dpo_rows(run: Path) -> bool:
     """True when refinement finished but every low-confidence pair was skipped (no correct critique)."""
-    summary = _read_json(run / "refine" / "summary.json")
+    summary = read_json(run / "refine" / "summary.json")
     return bool(summary) and summary.get("dpo_rows", 0) == 0
 
 
@@ -154,29 +152,37 @@ def stage_ledger(stage: Stage) -> ledger.RunLedger:
     return ledger.RunLedger(str(stage.output), stage.name, record=MARKER)
 
 
+FAILURE_TAIL = 20  # lines of a failed stage's log shown on the console
+
+
 def run_stage(stage: Stage, config_args: list[str], log_dir: Path) -> float:
-    """Run one job process, streaming its output with a stage prefix; returns its seconds."""
+    """Run one job process with its whole output in `<log_dir>/<stage>.log` and a progress line on the
+    console (`carevl.progress`), then the stage's headline; returns its seconds. A failed stage shows
+    the end of its log."""
     cmd = [sys.executable, "-m", stage.module, *config_args, "--output", str(stage.output), *stage.args]
-    print(f"\n=== {stage.name}: {' '.join(cmd[1:])}", flush=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    with open(log_dir / f"{stage.name}.log", "w") as log:
+    log_path = log_dir / f"{stage.name}.log"
+    progress = StageProgress(stage.name)
+    with open(log_path, "w") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
-            print(f"[{stage.name}] {line}", end="", flush=True)
+            progress.feed(line)
         code = proc.wait()
     if code != 0:
-        raise RuntimeError(f"stage {stage.name} failed with exit code {code}; log: {log_dir / stage.name}.log")
-    return time.monotonic() - start
+        progress.done(f"failed with exit code {code}; the end of {log_path}:")
+        print("".join(log_path.read_text().splitlines(keepends=True)[-FAILURE_TAIL:]), end="", flush=True)
+        raise RuntimeError(f"stage {stage.name} failed with exit code {code}; log: {log_path}")
+    return progress.done(stage_headline(stage.name, stage.output))
 
 
 def run_or_skip(stage: Stage, config: CarevlConfig, config_args: list[str], log_dir: Path) -> float | str:
     """Skip a stage finished with the same fingerprint, refuse one made with another, else run it."""
     fingerprint, led = stage_fingerprint(stage, config), stage_ledger(stage)
     if led.is_complete(fingerprint):
-        print(f"=== {stage.name}: already complete, skipped", flush=True)
+        print(f"✓ {stage.name}: already complete, skipped", flush=True)
         return "skipped"
     led.claim(fingerprint)  # raises StaleRunError naming what changed
     seconds = run_stage(stage, config_args, log_dir)
@@ -191,7 +197,7 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     timings: dict[str, float | str] = {}
     for stage in plan_stages(opts):
         if stage.name in ("train_dpo", "eval_synthetic_dpo", "eval_vlrb_dpo") and no_dpo_rows(opts.run_dir):
-            print(f"=== {stage.name}: skipped, refinement built no DPO pairs (see refine/summary.json)", flush=True)
+            print(f"- {stage.name}: skipped, refinement built no DPO pairs (see refine/summary.json)", flush=True)
             timings[stage.name] = "no DPO pairs"
             continue
         try:
@@ -203,83 +209,3 @@ def run_pipeline(opts: PipelineOptions) -> dict:
     summary["stage_seconds"] = timings
     (opts.run_dir / "pipeline_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def collect_summary(run: Path) -> dict:
-    """Counts per confidence class, DPO pairs built, training losses and metrics before/after training."""
-    curation = _read_json(run / "curation" / "summary.json")
-    audit = _read_json(run / "audit" / "report.json")
-    refine = _read_json(run / "refine" / "summary.json")
-    evals = {}
-    for report in sorted((run / "eval").glob("*/report.json")):
-        evals[report.parent.name] = eval_digest(_read_json(report))
-    return {
-        "curation": {k: curation.get(k) for k in ("input_rows", "quarantined_items", "pairs", "low_reasons") if k in curation},
-        "audit": headline(audit) if audit else {},
-        "refine": {k: v for k, v in refine.items() if k in ("input_pairs", "dpo_rows", "used_pairs", "skipped", "score_status")},
-        "sft": _read_json(run / "sft" / "summary.json"),
-        "dpo": _read_json(run / "dpo" / "summary.json"),
-        "evaluation": evals,
-        "surface_cue_reference": surface_cue_reference(run / "data" / "eval"),
-    }
-
-
-def surface_cue_reference(eval_dir: Path) -> float | None:
-    """What a judge reading only the answers' surface cues would score on the run's synthetic held-out
-    pairs (`carevl.data.synth.surface_cue_accuracy`, from the set's manifest); None without that set."""
-    manifest = _read_json(eval_dir / SYNTH_MANIFEST)
-    if manifest.get("kind") != "eval_pairs":
-        return None
-    spec = SynthSpec(**{**manifest["spec"], "categories": tuple(manifest["spec"]["categories"])})
-    return surface_cue_accuracy(manifest["rows"], manifest["seed"], spec).get("all")
-
-
-def eval_digest(report: dict) -> dict:
-    """The headline metrics of one evaluation plus the bias figures that explain them (a judge that
-    always names the same position scores chance and every item becomes a swap tie)."""
-    bias = report.get("bias", {})
-    digest = dict(report.get("metrics", {}))
-    digest["tie_rate"] = bias.get("tie_rate", {}).get("rate")
-    digest["position_consistency"] = bias.get("position_consistency", {}).get("rate")
-    digest["unparseable"] = report.get("counts", {}).get("unparseable")
-    return digest
-
-
-def judge_headline(evaluation: dict, cue_reference: float | None = None) -> str | None:
-    """'judge on held-out synthetic pairs: base 0.000 -> SFT 0.512 -> DPO 0.520 (position consistency
-    ...)': the synthetic verdict-mode accuracy (swap check, a tie counts as wrong) before and after,
-    then what reading only the answers' surface cues would score on the same pairs."""
-    steps = [(label, evaluation.get(f"synthetic_{key}")) for key, label in (("base", "base"), ("sft", "SFT"),
-                                                                               ("dpo", "DPO"))]
-    steps = [(label, m) for label, m in steps if m and m.get("overall") is not None]
-    if not steps:
-        return None
-    accuracy = " -> ".join(f"{label} {m['overall']:.3f}" for label, m in steps)
-    consistency = ", ".join(f"{label} {m['position_consistency']:.2f}" for label, m in steps
-                            if m.get("position_consistency") is not None)
-    line = f"judge on held-out synthetic pairs: {accuracy} (position consistency {consistency})"
-    if cue_reference is not None:
-        line += f"; surface cues alone would score {cue_reference:.3f}"
-    return line
-
-
-def format_summary(summary: dict) -> str:
-    """A readable end-of-run report: what each stage did, then the two headlines."""
-    lines = ["", "=== CAREVL pipeline summary"]
-    for section in ("curation", "refine", "sft", "dpo"):
-        if summary.get(section):
-            lines.append(f"{section:>10}: {json.dumps(summary[section], default=str)}")
-    for name, metrics in summary.get("evaluation", {}).items():
-        flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-        shown = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in flat.items()}
-        lines.append(f"{'eval':>10}: {name}: {json.dumps(shown, default=str)}")
-    if summary.get("audit"):
-        lines.append(format_headline(summary["audit"]))
-    judge = judge_headline(summary.get("evaluation", {}), summary.get("surface_cue_reference"))
-    if judge:
-        lines.append(judge)
-    return "\n".join(lines)

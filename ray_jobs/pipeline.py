@@ -13,7 +13,8 @@ from pathlib import Path
 
 from carevl.cli import Job, JobArgs, run_job
 from carevl.demo import serve_and_query
-from carevl.pipeline import PipelineOptions, format_summary, run_pipeline, shared_ray, trained_judge
+from carevl.pipeline import PipelineOptions, run_pipeline, shared_ray, trained_judge
+from carevl.run_report import format_summary
 
 DEFAULTS = PipelineOptions(run_dir=Path("."), config_args=[])
 
@@ -44,15 +45,17 @@ def _run(args: JobArgs) -> dict:
                            vl_rewardbench_limit=x.vl_rewardbench_limit)
     with shared_ray(args.config):
         summary = run_pipeline(opts)
-        print(format_summary(summary))
+        print(format_summary(summary, Path(args.output)))
         if x.demo:
-            serve_and_query(args.config, trained_judge(Path(args.output)), config_args)
+            serve_and_query(args.config, trained_judge(Path(args.output)), config_args,
+                            answers_file=Path(args.output) / "demo_answers.json")
     return summary
 
 
-# Ray is started once by `shared_ray`, which every stage job joins.
+# Ray starts once, in the main thread, and every stage job joins it (`shared_ray`). The stages' output
+# goes to their log files, and the demo's Serve replicas log into Ray's own log folder, not the console.
 JOB = Job("Run the CAREVL pipeline end to end.", _run, add_arguments=_add_arguments, required=("output",),
-          uses_ray=False, loads_models=False)
+          loads_models=False, worker_logs=False)
 
 
 def main(argv: list[str] | None = None) -> dict:

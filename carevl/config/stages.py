@@ -57,6 +57,8 @@ class CurationConfig(StrictModel):
     unit_items: int = Field(1_000, ge=1, description="input rows per work unit: the grain of output files, "
                             "of resume (a re-run redoes only unfinished units) and of pipelining between stages")
     task_num_cpus: float = Field(0.25, gt=0, description="CPUs per light task (read, validate, write)")
+    read_memory_mb: int = Field(256, ge=1, description="memory one unit's read task declares to Ray: the worker "
+                                "process itself (about 125 MiB) plus the unit's rows; raise it for big images or units")
     caption_store: str | None = Field(None, description="folder/URI of stored captions, shared across runs; "
                                       "None: RUN_DIR/captions")
     allow_remote_images: bool = Field(False, description="fetch http(s) and cloud image references")
@@ -106,10 +108,26 @@ class TrainStageConfig(StrictModel):
     both_orders: bool = Field(False, description="train every pair in both A/B orders (twice the examples; a DPO "
                               "row's critiques re-told for the swapped order) instead of one; the paper trains "
                               "each pair once")
+    sharding: Literal["none", "fsdp"] = Field(
+        "none", description="none: every worker holds the whole model, its gradients and optimizer state (and "
+        "DPO's reference); fsdp: all of them sharded across the workers (PyTorch FSDP2 through accelerate), "
+        "one layer gathered at a time")
     max_failures: int = Field(0, ge=-1, description="worker-group restarts after a worker or node dies, each "
                               "resuming from the latest reported checkpoint (trainer.save_steps); -1: no limit")
     max_preemption_failures: int = Field(-1, ge=-1, description="restarts after a node drained for preemption "
                                          "(spot), counted apart from max_failures; -1: no limit")
+
+    @model_validator(mode="after")
+    def _check_sharding(self) -> "TrainStageConfig":
+        if self.sharding == "none":
+            return self
+        if self.num_workers < 2:
+            raise ValueError(f"sharding '{self.sharding}' splits the model across the workers: it needs "
+                             f"num_workers >= 2, got {self.num_workers}")
+        if self.lora is not None:
+            raise ValueError(f"sharding '{self.sharding}' is for full fine-tuning; with lora the trainable "
+                             "state is small and every worker holds the frozen base: set sharding none")
+        return self
 
 
 class SFTStage(TrainStageConfig):

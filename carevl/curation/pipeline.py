@@ -61,9 +61,6 @@ def _check_candidates(batch, *, limits, judge_from_column):
     return CandidateCheck(limits, judge_from_column)(batch)
 
 
-READ_TASK_MEMORY = 64 * 2**20  # bytes reserved per unit read (a logical reservation Ray schedules by)
-
-
 def build_dataset(config: CarevlConfig, todo: list[ledger.WorkUnit], ctx: ValidationContext, run_dir: str,
                   caption_store: str) -> ray.data.Dataset:
     """The lazy streaming pipeline over the units still to do; its rows are write receipts."""
@@ -84,7 +81,8 @@ def build_dataset(config: CarevlConfig, todo: list[ledger.WorkUnit], ctx: Valida
     # (16 units of 1,000 items each in a 1M-pair run): the experts idle until all are read and units
     # publish 16 at a time. The read declares the memory it holds (a unit's rows), which no model pool
     # declares, so the remote args differ and the read stays an operator of its own.
-    ds = ds.map_batches(read_and_validate, batch_size=1, fn_kwargs={"ctx": ctx}, memory=READ_TASK_MEMORY, **light)
+    ds = ds.map_batches(read_and_validate, batch_size=1, fn_kwargs={"ctx": ctx}, memory=cur.read_memory_mb * 2**20,
+                        **light)
     by_model: dict[str, list[float]] = {}
     for source in cur.candidates if ctx.has_candidates else ():
         by_model.setdefault(source.model, []).append(source.temperature)

@@ -448,6 +448,13 @@ def make_eval_pair(seed: int, index: int, spec: SynthSpec = SynthSpec()) -> dict
             "label": label, "category": task.category}
 
 
+def eval_pair_truth(seed: int, index: int, spec: SynthSpec = SynthSpec()) -> dict[str, str]:
+    """What the image of held-out pair `index` shows (one sentence over all its shapes) and the fact the
+    question asks about: the truth a reader holds a judge's explanation against."""
+    scene, task, _, _ = _eval_draw(seed, index, spec)
+    return {"image_shows": describe(scene), "fact": task.fact}
+
+
 def surface_cues(r: Response) -> float:
     """What a reader who never checks the claim can still see: gold's penalties for an invented
     object and for filler."""

@@ -9,6 +9,7 @@ import pytest
 from carevl.config import load_config
 from carevl.ledger import StaleRunError
 from carevl.pipeline import MARKER, PipelineOptions, config_of, plan_stages, run_or_skip, run_pipeline, shared_ray
+from carevl.progress import screen_width
 
 SMALL = [
     "--set", "refine.num_samples=2",
@@ -35,13 +36,33 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
         assert 0.0 <= summary["evaluation"][name]["overall"] <= 1.0
     dpo_ran = summary["stage_seconds"]["train_dpo"] != "no DPO pairs"
     assert (opts.run_dir / "dpo" / "model" / "config.json").is_file() == dpo_ran
+    _check_console(capsys.readouterr().out, opts, summary)
     # A second run finds every stage complete and redoes nothing.
-    capsys.readouterr()
     again = run_pipeline(opts)
     ran = [s for s, t in again["stage_seconds"].items() if t not in ("skipped", "no DPO pairs")]
     assert ran == []
     assert all((s.output / MARKER).is_file() for s in plan_stages(opts)
                if again["stage_seconds"][s.name] == "skipped")
+
+
+def _check_console(out: str, opts: PipelineOptions, summary: dict) -> None:
+    """Each stage shows a progress line now and then (at most one per 15 s, or 45 s unchanged) and one
+    headline; every job's whole output is in its log; no line is wider than the screen."""
+    lines = out.splitlines()
+    assert all(len(line) <= screen_width() for line in lines), max(lines, key=len)
+    for stage in plan_stages(opts):
+        seconds = summary["stage_seconds"][stage.name]
+        if not isinstance(seconds, float):
+            continue
+        mine = [line for line in lines if line.startswith((f"  {stage.name} ", f"✓ {stage.name} "))]
+        assert [line for line in mine if line.startswith("✓")] != [], stage.name
+        assert len(mine) <= 1 + seconds / 15 + 1, (stage.name, mine)
+        assert (opts.run_dir / "logs" / f"{stage.name}.log").stat().st_size > 0
+    curate = next(line for line in lines if line.startswith("✓ curate "))
+    cur = json.loads((opts.run_dir / "curation" / "summary.json").read_text())
+    assert f"{cur['pairs']['total']} pairs: {cur['pairs']['high']} high, {cur['pairs']['low']} low" in curate
+    assert "INFO" not in out and "Loading weights" not in out   # Ray's and the loaders' chatter stay in the logs
+    assert "streaming_executor" in (opts.run_dir / "logs" / "curate.log").read_text()
 
 
 def test_a_finished_stage_is_skipped_only_with_the_same_settings(tmp_path):
