@@ -66,11 +66,13 @@ class EvalJudgeActor:
     samples when the judge samples (temperature > 0; paper A.2).
     """
 
-    def __init__(self, spec: dict, model_cache: str, mode: str, max_new_tokens: int | None, seed: int) -> None:
+    def __init__(self, spec: dict, model_cache: str, mode: str, max_new_tokens: int | None, seed: int,
+                 calibrated: bool = True) -> None:
         model_spec = ModelSpec.model_validate(spec)
         self.mode, self.seed = mode, seed
         self.judge = JudgeModel(model_spec, model_cache, default_mode=mode, max_new_tokens=max_new_tokens,
-                                temperature=model_spec.generation.temperature, num_samples=1)
+                                temperature=model_spec.generation.temperature, num_samples=1,
+                                calibrated=calibrated)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         missing = [c for c in REQUEST_COLUMNS if c not in batch]
@@ -120,13 +122,15 @@ def _cell(value: Any) -> Any:
 
 
 def ray_judge(config: CarevlConfig, judge: str, mode: str, requests: list[dict[str, Any]],
-              ) -> Iterator[list[dict[str, Any]]]:
-    """Judge `requests` in a Ray Data actor pool sized by the judge's `resources`; yields answer lists."""
+              calibrated: bool = True) -> Iterator[list[dict[str, Any]]]:
+    """Judge `requests` in a Ray Data actor pool sized by the judge's `resources`; yields answer lists.
+    `calibrated=False`: raw p_a (the model folder's calibration.json not applied)."""
     spec = judge_spec(config, judge, backbone=config.evaluation.judge_model)
     if spec.backend != "transformers":
         raise ValueError(f"in-process evaluation runs the transformers backend; '{judge}' uses "
                          f"'{spec.backend}' (serve it and pass the service URL as --judge)")
     model_cache = config.paths.model_cache_dir()
+    check_judge_placement(config, spec, "evaluate")  # fail in seconds when the judge fits no node
     resolve_model_path(spec, model_cache)  # build a tiny model once here, not in every actor at once
     res = spec.resources
     ds = ray.data.from_items([{c: r[c] for c in REQUEST_COLUMNS} for r in requests])
@@ -134,7 +138,7 @@ def ray_judge(config: CarevlConfig, judge: str, mode: str, requests: list[dict[s
         EvalJudgeActor,
         fn_constructor_kwargs={"spec": spec.model_dump(mode="json"), "model_cache": str(model_cache),
                                "mode": mode, "max_new_tokens": config.evaluation.max_new_tokens,
-                               "seed": config.evaluation.seed},
+                               "seed": config.evaluation.seed, "calibrated": calibrated},
         **pool_args(res, spec.backend, batch_format="numpy"),
     )
     for batch in ds.iter_batches(batch_size=res.batch_size, batch_format="pyarrow"):

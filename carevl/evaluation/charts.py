@@ -126,3 +126,31 @@ def _labelled_bars(ax, names: list[str], values: list[float | None], ylabel: str
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(axis="y", alpha=0.3, zorder=0)
+
+
+def reliability_chart(curves: dict[str, dict[str, Any] | None], path: str | Path, title: str) -> Path:
+    """Reliability diagram: per bin, the mean p_a against the share of pairs where A was better (a
+    calibrated judge lies on the diagonal), one line per curve with its ECE; judgements per bin below."""
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(6.5, 7.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="calibrated")
+    shown = [(name, block) for name, block in curves.items() if block]
+    width = 0.8 / max(len(shown), 1) / max(len(shown[0][1]["bins"]) if shown else 10, 10)
+    for s, (name, block) in enumerate(shown):
+        bins = block["bins"]
+        ax.plot([b["mean_p"] for b in bins], [b["frequency"] for b in bins], marker="o",
+                label=f"{name}: ECE {block['ece']:.3f} (n = {block['n']})")
+        centres = [(b["low"] + b["high"]) / 2 + (s - (len(shown) - 1) / 2) * width for b in bins]
+        counts.bar(centres, [b["count"] for b in bins], width=width, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of pairs where A is better")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    counts.set_xlabel("judge p_a (bin mean)")
+    counts.set_ylabel("judgements")
+    counts.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -240,6 +240,20 @@ def render_markdown(report: dict[str, Any], reference: list[dict[str, Any]], ref
     lines += [f"- note: {note}" for note in report.get("notes", [])]
     lines += ["", "## Accuracy", "", *_metric_tables(report, reference, ref_models), "",
               "## Bias report", "", *_bias_lines(report["bias"]), ""]
+    if report.get("calibration"):
+        lines += ["## Calibration", "", *_calibration_lines(report["calibration"]), ""]
     if charts:
         lines += ["## Charts", ""] + [f"![{Path(p).stem}]({Path(p).name})" for p in charts] + [""]
     return "\n".join(lines)
+
+
+def _calibration_lines(cal: dict[str, Any]) -> list[str]:
+    """ECE and NLL of p_a against the A/B labels (carevl.evaluation.reliability)."""
+    temperature = cal.get("temperature")
+    rows = [[name, _fmt(block["ece"], False), _fmt(block["nll"], False), str(block["n"])]
+            for name, block in (("each order judged", cal["per_order"]), ("both orders averaged", cal["debiased"]))
+            if block]
+    applied = "unknown" if temperature is None else f"{temperature:.3g}"
+    return [f"Calibration temperature applied by the judge: {applied} (1 = raw). ECE: |mean p_a - share of A "
+            "better| per equal-width bin of p_a (score.calibration.bins), weighted by judgements.", "",
+            *_table(["p_a", "ECE", "NLL (nats)", "judgements"], rows)]

@@ -20,7 +20,7 @@ from carevl import ledger
 from carevl.config import CarevlConfig
 from carevl.data.synth import synth_eval_pairs
 from carevl.evaluation import charts
-from carevl.evaluation.backends import model_label, ray_judge
+from carevl.evaluation.backends import judge_fingerprint, model_label, ray_judge
 from carevl.evaluation.judgements import PRIMARY, SWAPPED, build_record, judge_requests, seeded_shuffle
 from carevl.evaluation.loaders import LoadedBenchmark, load_pairwise, load_vl_rewardbench, pairwise_from_rows
 from carevl.evaluation.report import (
@@ -31,7 +31,10 @@ from carevl.evaluation.report import (
     render_markdown,
     write_json,
 )
+from carevl.evaluation.reliability import calibration_report
 from carevl.evaluation.service import service_judge
+from carevl.judge.calibration import load_calibration
+from carevl.models.loading import resolve_model_path
 from carevl.models.specs import judge_spec
 from carevl.ray_utils import init_ray
 
@@ -54,6 +57,7 @@ class EvalRequest:
     k: int | None = None
     limit: int | None = None
     images: str | None = None
+    calibrated: bool = True   # False: the judge's raw p_a, its folder's calibration.json ignored (to fit one)
 
 
 def load_benchmark(config: CarevlConfig, request: EvalRequest) -> LoadedBenchmark:
@@ -81,13 +85,12 @@ def run_fingerprint(config: CarevlConfig, request: EvalRequest, mode: str, text_
     ev = config.evaluation
     inputs: dict[str, Any] = {"benchmark": ledger.input_fingerprint(request.input) if request.input
                               else f"synth_eval_pairs({ev.synthetic_items}, seed={ev.seed})"}
-    if Path(request.judge).exists():
-        inputs["judge"] = ledger.input_fingerprint(request.judge)
     settings = {"benchmark": request.benchmark, "judge": request.judge, "mode": mode, "seed": ev.seed,
                 "position_check": ev.position_check, "tie_margin": ev.tie_margin, "text_only": text_only,
                 "images": request.images}
     if not request.judge.startswith(("http://", "https://")):
         spec = judge_spec(config, request.judge, backbone=ev.judge_model)
+        inputs["judge"] = judge_fingerprint(spec, config.paths.model_cache_dir(), request.calibrated)
         settings["judge_model"] = spec.model_dump(exclude={"resources", "http"})
         settings["max_new_tokens"] = ev.max_new_tokens
     return ledger.run_fingerprint(inputs, settings)
@@ -148,7 +151,9 @@ def evaluate(config: CarevlConfig, request: EvalRequest, judge_fn: JudgeFn | Non
 
     store = PredictionStore(out / "predictions.jsonl")
     allow_tie = request.benchmark in ("pairwise", "synthetic")
-    judge_fn = judge_fn or _default_judge(config, request.judge, mode)
+    if not request.calibrated and request.judge.startswith(("http://", "https://")):
+        raise ValueError("a raw (uncalibrated) evaluation needs a local judge: the service applies its calibration")
+    judge_fn = judge_fn or _default_judge(config, request.judge, mode, request.calibrated)
     judge_items(items, range(k), store, judge_fn, ev.seed, ev.position_check, allow_tie, ev.tie_margin)
 
     wanted = {(it["id"], run) for it in items for run in range(k)}
@@ -160,15 +165,27 @@ def evaluate(config: CarevlConfig, request: EvalRequest, judge_fn: JudgeFn | Non
             "text_only": text_only, "position_check": ev.position_check, "tie_margin": ev.tie_margin,
             "notes": notes}
     report = build_report(request.benchmark, records, meta, loaded.quarantine, ev.length_buckets)
+    report["calibration"] = calibration_report(records, config.score.calibration.bins,
+                                               _temperature(config, request))
     _write_outputs(out, report, config)
     led.mark_complete({"metrics": report["metrics"]})
     return report
 
 
-def _default_judge(config: CarevlConfig, judge: str, mode: str) -> JudgeFn:
+def _default_judge(config: CarevlConfig, judge: str, mode: str, calibrated: bool = True) -> JudgeFn:
     if judge.startswith(("http://", "https://")):
         return lambda requests: service_judge(config, judge, mode, requests)
-    return lambda requests: _with_ray(config, lambda: ray_judge(config, judge, mode, requests))
+    return lambda requests: _with_ray(config, lambda: ray_judge(config, judge, mode, requests, calibrated))
+
+
+def _temperature(config: CarevlConfig, request: EvalRequest) -> float | None:
+    """The calibration temperature the judge applied: 1 for a raw run, None for a service (unknown)."""
+    if request.judge.startswith(("http://", "https://")):
+        return None
+    if not request.calibrated:
+        return 1.0
+    spec = judge_spec(config, request.judge, backbone=config.evaluation.judge_model)
+    return load_calibration(resolve_model_path(spec, config.paths.model_cache_dir())[0]).temperature
 
 
 def _with_ray(config: CarevlConfig, make: Callable[[], Iterator]) -> Iterator:
@@ -187,6 +204,10 @@ def _write_outputs(out: Path, report: dict[str, Any], config: CarevlConfig) -> N
     ref_models = config.evaluation.reference_models
     pngs = [charts.accuracy_chart(report, reference, ref_models, out / "accuracy.png"),
             charts.bias_chart(report, out / "bias.png")]
+    if report.get("calibration"):
+        cal = report["calibration"]
+        pngs.append(charts.reliability_chart({"per order": cal["per_order"], "debiased": cal["debiased"]},
+                                             out / "reliability.png", f"Reliability of p_a: {report['benchmark']}"))
     report["charts"] = [p.name for p in pngs]
     write_json(out / "report.json", report)
     (out / "report.md").write_text(render_markdown(report, reference, ref_models, [str(p) for p in pngs]))

@@ -1,6 +1,7 @@
 """`JudgeModel`: the trained CAREVL judge as a batch-in, batch-out wrapper (paper 3.7).
 
-Used by the judge service, refinement sampling (paper 3.4) and evaluation. Two ways to judge a pair:
+Used by the judge service, refinement sampling (paper 3.4), evaluation and the scoring job, on the
+transformers backend (CPU or GPU) or the vLLM backend (`backend: vllm`). Two ways to judge a pair:
 
 - `verdict`: no generation. One forward pass over the judge prompt, the generation prompt and
   `VERDICT_PREFIX` ("Verdict:"); the next-token log-probabilities of " A" and " B", renormalised over
@@ -39,6 +40,7 @@ from carevl.judge.prompts import (  # noqa: F401 (PromptTooLong, ReservedToken r
 from carevl.judge.rules import p_a_from_samples, verdict_probability, winner_from_probability
 from carevl.judge_format import VERDICT_PREFIX, judge_messages, parse_explanation, parse_verdict
 from carevl.models.backends.transformers import TextGenerator, VLMGenerator
+from carevl.models.backends.vllm import VLLMChatGenerator, VLLMTextGenerator
 from carevl.models.loading import resolve_model_path
 
 REQUIRED_COLUMNS = ("question", "response_a", "response_b")
@@ -74,12 +76,9 @@ class JudgeModel:
             raise ValueError(f"default_mode must be 'verdict' or 'explain', got {default_mode!r}")
         self.spec = spec
         self.model_cache = Path(model_cache).expanduser() if model_cache else PathsConfig().model_cache_dir()
-        if spec.kind == "causal":
-            self.generator = TextGenerator(spec, self.model_cache, device=device)
-            self.prompts = JudgePrompts(spec, self.generator.tokenizer)
-        else:
-            self.generator = VLMGenerator(spec, self.model_cache, device=device)
-            self.prompts = JudgePrompts(spec, self.generator.processor)
+        self.generator = _generator(spec, self.model_cache, device)
+        self.prompts = JudgePrompts(spec, self.generator.prompts.chat if spec.backend == "vllm"
+                                    else getattr(self.generator, "processor", self.generator.tokenizer))
         self.max_new_tokens = max_new_tokens or spec.generation.max_new_tokens
         self.default_mode = default_mode
         self.image_limits = image_limits or InputLimits()
@@ -95,7 +94,8 @@ class JudgeModel:
 
     @property
     def device(self) -> str:
-        return str(self.generator.model.device)
+        model = getattr(self.generator, "model", None)  # a vLLM engine places itself
+        return str(model.device) if model is not None else "vllm"
 
     # ----- inputs -------------------------------------------------------------------------------
     def resolve_image(self, value: Any) -> Image.Image | None:
@@ -154,7 +154,7 @@ class JudgeModel:
         _check_columns(batch)
         images = self._images(batch)
         messages = self._messages(batch, images)
-        if isinstance(self.generator, TextGenerator):
+        if self.spec.kind == "causal":
             log_probs = self.generator.score_next_token(messages, list(VERDICT_CANDIDATES), VERDICT_PREFIX)
         else:
             log_probs = self.generator.score_next_token(messages, images, list(VERDICT_CANDIDATES),
@@ -169,7 +169,7 @@ class JudgeModel:
         _check_columns(batch)
         images = self._images(batch)
         messages = self._messages(batch, images)
-        if isinstance(self.generator, TextGenerator):
+        if self.spec.kind == "causal":
             return self.generator.generate(messages, temperature, self.max_new_tokens, num_samples, seed)
         return self.generator.generate(messages, images, temperature, self.max_new_tokens, num_samples, seed)
 
@@ -228,6 +228,18 @@ class JudgeModel:
             except ImageError as exc:
                 status[i] = exc.reason
         return images
+
+
+def _generator(spec: ModelSpec, model_cache: Path, device: str | None):
+    """The model behind the judge: transformers in this process (CPU or GPU), or the project's vLLM
+    backend (`backend: vllm`, a GPU) with the same `generate` / `score_next_token` signatures."""
+    if spec.backend == "vllm":
+        return VLLMTextGenerator(spec, model_cache) if spec.kind == "causal" else VLLMChatGenerator(spec, model_cache)
+    if spec.backend != "transformers":
+        raise ValueError(f"judge '{spec.path}' uses backend '{spec.backend}'; a judge runs on transformers or vllm")
+    if spec.kind == "causal":
+        return TextGenerator(spec, model_cache, device=device)
+    return VLMGenerator(spec, model_cache, device=device)
 
 
 def _empty(value: Any) -> bool:

@@ -64,7 +64,8 @@ def _responses(row: dict[str, Any], limits: InputLimits, method: str) -> tuple[s
     if "candidates" in row and is_pair:
         raise BadRow("row has both 'candidates' (a group) and 'response_a'/'response_b' (a pair)")
     if is_pair:
-        return PAIR, [_text(row, f, limits.max_response_chars) for f in ("response_a", "response_b")]  # type: ignore[misc]
+        answers = [_text(row, f, limits.max_response_chars) for f in ("response_a", "response_b")]
+        return PAIR, answers  # type: ignore[return-value]
     candidates = row.get("candidates")
     if candidates is None:
         raise BadRow("row needs 'response_a' and 'response_b' (a pair) or 'candidates' (a group)")
@@ -150,9 +151,10 @@ def pair_result(p_first: Sequence[float | None], statuses: Sequence[str],
     failed = [s for s in statuses if s != STATUS_OK]
     if failed or any(p is None for p in p_first):
         return {"reason": failed[0] if failed else "judge_error"}
-    outcome = combine_swap(float(p_first[0]), float(p_first[1]), tie_on_disagreement)  # type: ignore[arg-type]
-    return {"p_a_ab": float(p_first[0]), "p_a_ba": 1.0 - float(p_first[1]), "p_a": outcome.p_a,  # type: ignore[arg-type]
-            "winner": outcome.winner, "swap_consistent": outcome.swap_consistent}
+    forward, swapped = float(p_first[0]), float(p_first[1])  # type: ignore[arg-type]
+    outcome = combine_swap(forward, swapped, tie_on_disagreement)
+    return {"p_a_ab": forward, "p_a_ba": 1.0 - swapped, "p_a": outcome.p_a, "winner": outcome.winner,
+            "swap_consistent": outcome.swap_consistent}
 
 
 def group_result(k: int, method: str, comparisons: Sequence[tuple[int, int]], p_first: Sequence[float | None],
@@ -160,7 +162,8 @@ def group_result(k: int, method: str, comparisons: Sequence[tuple[int, int]], p_
     """A group's columns: one reward per candidate (None where all its judgements failed, with that
     candidate's first failure in `candidate_status`), the ranking (the /v1/rank rule), every judgement.
     A group none of whose candidates got a reward gets `reason` instead."""
-    rewards = group_rewards(k, method, comparisons, p_first, tie_on_disagreement=tie_on_disagreement)  # type: ignore[arg-type]
+    rewards = group_rewards(k, method, comparisons, p_first,  # type: ignore[arg-type]
+                            tie_on_disagreement=tie_on_disagreement)
     if all(r is None for r in rewards):
         failed = [s for s in statuses if s != STATUS_OK]
         return {"reason": failed[0] if failed else "judge_error"}
