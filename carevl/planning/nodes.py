@@ -1,5 +1,13 @@
 """The node types a job can be placed on: from a cluster launcher YAML (what the autoscaler may start),
-from the running Ray cluster (what is up now), or this machine alone."""
+from the running Ray cluster (the node types its autoscaler may launch, else what is up now), or this
+machine alone.
+
+An autoscaling cluster starts with no workers, so the nodes that are up say nothing about where a job
+can run. Ray keeps the autoscaler's node types in the GCS (the `ClusterConfig` of its autoscaler state
+service, which Ray Train reads to refuse a worker group no node type can hold); `publish_node_types`
+writes it from a cluster launcher config (cluster.yaml's head start commands and the fake cloud of the
+autoscaling tests call it), and `node_types` reads it before it falls back to the nodes that are up.
+"""
 from __future__ import annotations
 
 import os
@@ -11,6 +19,7 @@ from pathlib import Path
 import ray
 import torch
 import yaml
+from ray.core.generated import autoscaler_pb2
 
 from carevl.config import REPO_ROOT, CarevlConfig
 
@@ -49,10 +58,15 @@ def _resolve(path: str) -> Path:
     return p if p.is_absolute() or p.exists() else REPO_ROOT / p
 
 
-def from_cluster_yaml(path: str, prices: dict[str, float] | None = None) -> list[NodeType]:
-    """Worker node types of a Ray cluster launcher file (a head that advertises no CPU and no GPU
-    schedules nothing and is left out). Hardware and price come from the instance table."""
-    cluster = yaml.safe_load(_resolve(path).read_text())
+def read_cluster_yaml(path: str | Path) -> dict:
+    """A cluster launcher file as a dict (relative paths: the repository root)."""
+    return yaml.safe_load(_resolve(str(path)).read_text())
+
+
+def from_cluster_yaml(path: str | Path | dict, prices: dict[str, float] | None = None) -> list[NodeType]:
+    """Worker node types of a Ray cluster launcher file or its dict (a head that advertises no CPU and
+    no GPU schedules nothing and is left out). Hardware and price come from the instance table."""
+    cluster = path if isinstance(path, dict) else read_cluster_yaml(path)
     head = cluster.get("head_node_type")
     types = []
     for name, node in cluster["available_node_types"].items():
@@ -71,6 +85,47 @@ def from_cluster_yaml(path: str, prices: dict[str, float] | None = None) -> list
             usd_per_hour=price, instance=instance))
     if not types:
         raise ValueError(f"{path}: no node type that can run work")
+    return types
+
+
+# ------------------------------------------------------------ the autoscaler's node types in the GCS
+
+def autoscaler_record(cluster: dict) -> autoscaler_pb2.ClusterConfig:
+    """Ray's record of what an autoscaler may launch, for a cluster launcher config: every worker node
+    type with its declared resources (whole units, as the record holds them) and min/max counts; the
+    head is not launchable and is left out."""
+    record = autoscaler_pb2.ClusterConfig()
+    head = cluster.get("head_node_type")
+    for name, node in cluster["available_node_types"].items():
+        if name == head:
+            continue
+        group = record.node_group_configs.add(name=name, min_count=int(node.get("min_workers", 0)),
+                                              max_count=int(node.get("max_workers", cluster.get("max_workers", 0))))
+        for resource, amount in node.get("resources", {}).items():
+            if amount:
+                group.resources[resource] = int(round(amount))
+    return record
+
+
+def publish_node_types(cluster: str | Path | dict, gcs_address: str) -> int:
+    """Write the autoscaler's node types of `cluster` (a launcher YAML path, e.g. the head's
+    ~/ray_bootstrap_config.yaml, or its dict) into the GCS at `gcs_address`; returns how many."""
+    config = cluster if isinstance(cluster, dict) else yaml.safe_load(Path(cluster).expanduser().read_text())
+    record = autoscaler_record(config)
+    ray._raylet.GcsClient(address=gcs_address).report_cluster_config(record.SerializeToString())
+    return len(record.node_group_configs)
+
+
+def from_autoscaler_record(record: autoscaler_pb2.ClusterConfig | None) -> list[NodeType]:
+    """Node types of the record (GPU model and memory are not in it: only counts are checked)."""
+    types = []
+    for group in record.node_group_configs if record else ():
+        res = dict(group.resources)
+        if not (res.get("CPU") or res.get("GPU")) or group.max_count == 0:
+            continue
+        types.append(NodeType(name=group.name, cpus=float(res.get("CPU", 0)), gpus=int(res.get("GPU", 0)),
+                              max_nodes=group.max_count if group.max_count > 0 else 10 ** 6,
+                              host_memory_gb=res["memory"] / GB if res.get("memory") else None, instance="autoscaler"))
     return types
 
 
@@ -126,14 +181,15 @@ def measured_cpu_tflops(size: int = 1024, seconds: float = 1.0) -> float:
 
 def node_types(config: CarevlConfig, cluster: str | None = None, measure: bool = False) -> list[NodeType]:
     """The node types for planning: `cluster` (a launcher YAML path, or `local`), else
-    `planning.cluster`, else the running Ray cluster, else this machine."""
+    `planning.cluster`, else the running Ray cluster (the node types its autoscaler may launch when it
+    published them, else the nodes that are up), else this machine."""
     source = cluster or config.planning.cluster
     if source == "local":
         return [this_machine(measure)]
     if source:
         return from_cluster_yaml(source, config.planning.prices)
     if ray.is_initialized():
-        types = from_ray_cluster(ray.nodes())
+        types = from_autoscaler_record(ray._private.state.state.get_cluster_config()) or from_ray_cluster(ray.nodes())
         if types:
             return types
     return [this_machine(measure)]

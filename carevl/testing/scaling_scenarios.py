@@ -1,0 +1,136 @@
+"""The scenarios of the autoscaling tier on a `FakeCloud`, each recorded on a `Timeline` and measured:
+curation from zero GPU nodes, a spot preemption mid-curation, and a stage that asks for a bundle no node
+type offers. Jobs go in through the Jobs API (`ray job submit`, token authentication on) with the tiny
+preset, whose caption and expert models are given GPUs by `--set` so they need GPU instances.
+Used by tests/autoscale (which assert on the results).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from carevl.config import load_config
+from carevl.planning.cost import best_node
+from carevl.planning.nodes import from_cluster_yaml
+from carevl.planning.placement import plan_stage
+from carevl.testing.curation_faults import count_rows, status, submit, wait_terminal, write_items
+from carevl.testing.fake_cloud import FakeCloud, wait_until
+from carevl.testing.items import MICRO_EXPERTS, tiny_overrides
+from carevl.testing.timeline import Timeline
+
+EXPERTS = MICRO_EXPERTS.strip("[]").split(", ")
+# The caption model on a GPU of its own, the four co-located experts sharing one (0.25 each): two
+# GPU pools, so curation needs two GPU instances (and CPU ones for reading and writing).
+GPU_OVERRIDES = ["models.vlm.resources.num_gpus=1", *(f"models.{m}.resources.num_gpus=0.25" for m in EXPERTS)]
+IDLE_TIMEOUT_S = 180      # from the end of a job to zero GPU instances, at most (scaled idle timeout: 10 s)
+
+
+@dataclass
+class ScenarioRun:
+    name: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)
+
+
+def curation_overrides(unit_items: int) -> list[str]:
+    return tiny_overrides(unit_items) + GPU_OVERRIDES
+
+
+def curate_command(items: Path, run_dir: Path, overrides: list[str]) -> list[str]:
+    cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
+    for override in overrides:
+        cmd += ["--set", override]
+    return cmd
+
+
+def planned_curation(overrides: list[str], cluster_yaml: Path) -> list[dict[str, Any]]:
+    """What `ray_jobs.plan` says for the GPU models of curation with these overrides on cluster.yaml:
+    the node types each fits (replicas per node) and the one it prices the work on."""
+    config = load_config(overrides=overrides)
+    nodes = from_cluster_yaml(cluster_yaml)
+    rows = []
+    for need in plan_stage(config, "curate", nodes):
+        if need.gpus:
+            cheapest = best_node(need, nodes)
+            rows.append({"role": need.role, "model": need.model, "gpus": need.gpus, "fits": need.fits,
+                         "priced_on": cheapest.name if cheapest else None})
+    return rows
+
+
+def compare_with_plan(plan: list[dict], launched: dict[str, int], gpu_types: set[str]) -> dict[str, Any]:
+    """The GPU instances the autoscaler launched against the plan: every launched GPU type must be one
+    the plan says the models fit; the GPUs launched against the GPUs the pools ask for."""
+    fitting = set().union(*(row["fits"] for row in plan)) if plan else set()
+    launched_gpu = {t: n for t, n in launched.items() if t in gpu_types}
+    return {"plan": plan, "launched_gpu_instances": launched_gpu,
+            "launched_types_the_plan_allows": sorted(set(launched_gpu) & fitting),
+            "launched_types_the_plan_rules_out": sorted(set(launched_gpu) - fitting),
+            "gpus_asked_by_pools": sum(row["gpus"] for row in plan),
+            "plan_prices_on": sorted({row["priced_on"] for row in plan if row["priced_on"]})}
+
+
+def live_leftovers(cloud: FakeCloud) -> dict[str, list]:
+    """Actors that still hold resources and placement groups not removed (none should be left after a
+    job ends and its nodes are released)."""
+    from ray.util.state import list_actors, list_placement_groups
+
+    actors = list_actors(address=cloud.dashboard, filters=[("state", "=", "ALIVE")], detail=True, limit=10_000,
+                         raise_on_missing_output=False)
+    holding = [f"{a.class_name} {a.repr_name or ''} {a.required_resources}".strip() for a in actors
+               if any(v for v in (a.required_resources or {}).values()) or "MapWorker" in (a.class_name or "")]
+    groups = list_placement_groups(address=cloud.dashboard, detail=True, limit=10_000, raise_on_missing_output=False)
+    return {"actors": holding, "placement_groups": [f"{g.placement_group_id} {g.state}" for g in groups
+                                                    if g.state != "REMOVED"]}
+
+
+def wait_no_gpu_nodes(cloud: FakeCloud, timeline: Timeline, timeout_s: float = IDLE_TIMEOUT_S) -> float:
+    """Seconds until no GPU instance is left (TimeoutError after `timeout_s`)."""
+    start = time.monotonic()
+    wait_until(lambda: not cloud.gpu_nodes(), "release of every GPU instance", timeout_s)
+    return time.monotonic() - start
+
+
+def curation_from_zero(cloud: FakeCloud, timeline: Timeline, folder: Path, items: int = 8,
+                       unit_items: int = 2) -> ScenarioRun:
+    """(a) Curation submitted to a cluster with no worker: GPU instances come for the caption and
+    expert pools, the job ends with one row per pair, the instances go after the idle timeout."""
+    run = ScenarioRun("curation_from_zero")
+    path, expected = write_items(folder, items, seed=11)
+    overrides = curation_overrides(unit_items)
+    run_dir = folder / "run"
+    if cloud.gpu_nodes():
+        raise RuntimeError("curation_from_zero needs a cluster with no GPU instance at the start")
+    submitted = timeline.mark("submit")
+    job = submit(cloud, curate_command(path, run_dir, overrides), wait=False)
+    state = wait_terminal(cloud, job)
+    ended = timeline.mark("job end")
+    lost, duplicated, quarantined = count_rows(run_dir, expected)
+    idle_s = wait_no_gpu_nodes(cloud, timeline)
+    timeline.mark("no GPU instance")
+    first_gpu = timeline.first(lambda s: any(t in cloud.gpu_types() for t in s["nodes"]), after=submitted)
+    run.figures = {"job": state, "pairs": len(expected), "rows_lost": lost, "rows_duplicated": duplicated,
+                   "quarantined": quarantined,
+                   "submit_to_first_gpu_node_s": None if first_gpu is None else round(first_gpu - submitted, 1),
+                   "submit_to_job_end_s": round(ended - submitted, 1), "idle_to_zero_gpu_nodes_s": round(idle_s, 1)}
+    run.details = {"plan_vs_launched": compare_with_plan(planned_curation(overrides, cloud.cluster_yaml),
+                                                         timeline.peak("nodes"), cloud.gpu_types()),
+                   "leftovers": live_leftovers(cloud), "submission": job}
+    return run
+
+
+def infeasible_stage(cloud: FakeCloud, folder: Path, gpus: int) -> ScenarioRun:
+    """(e) Curation whose caption model asks for `gpus` GPUs in one bundle (more than any node type
+    has): the job must stop at its placement check, within seconds, naming the stage and node types."""
+    run = ScenarioRun("infeasible_stage")
+    path, _ = write_items(folder, 2, seed=12)
+    overrides = curation_overrides(2) + [f"models.vlm.resources.num_gpus={gpus}"]
+    start = time.monotonic()
+    job = submit(cloud, curate_command(path, folder / "run", overrides), wait=True)
+    wait_until(lambda: status(cloud, job) in ("FAILED", "SUCCEEDED", "STOPPED"), "end of the job", 120)
+    run.figures = {"job": status(cloud, job), "submit_to_end_s": round(time.monotonic() - start, 1),
+                   "gpu_nodes_launched": len(cloud.gpu_nodes())}
+    run.details = {"logs": cloud.cli(["ray", "job", "logs", job, "--address", cloud.dashboard], check=False)[-4000:]}
+    return run

@@ -1,0 +1,38 @@
+"""Curation on the fake GPU cloud: scale from zero GPU instances and back, and a bundle no node type
+offers."""
+from __future__ import annotations
+
+import pytest
+
+from carevl.testing.scaling_scenarios import curation_from_zero, infeasible_stage
+
+from tests.autoscale.conftest import record
+
+pytestmark = [pytest.mark.autoscale, pytest.mark.ray, pytest.mark.slow]
+
+
+def test_curation_from_zero(cloud, timeline, tmp_path):
+    run = curation_from_zero(cloud, timeline, tmp_path)
+    record(timeline, run)
+    f, details = run.figures, run.details
+    assert f["job"] == "SUCCEEDED"
+    assert (f["rows_lost"], f["rows_duplicated"], f["quarantined"]) == (0, 0, 1)
+    compared = details["plan_vs_launched"]
+    # GPU instances came for the two GPU pools, only of types the plan says the models fit.
+    assert sum(compared["launched_gpu_instances"].values()) >= 1
+    assert compared["launched_types_the_plan_rules_out"] == []
+    assert {"Captioner", "ExpertScorer"} <= set(timeline.gpu_pools)
+    # ... and went away after the idle timeout, leaving no actor holding resources, no placement group.
+    assert not cloud.gpu_nodes()
+    assert details["leftovers"] == {"actors": [], "placement_groups": []}
+
+
+def test_infeasible_bundle_fails_fast(cloud, timeline, tmp_path):
+    largest = max(t["resources"].get("GPU", 0) for t in cloud.types().values())
+    run = infeasible_stage(cloud, tmp_path, gpus=largest * 2)
+    record(timeline, run)
+    assert run.figures["job"] == "FAILED"
+    assert run.figures["gpu_nodes_launched"] == 0
+    logs = run.details["logs"]
+    assert "curate: model 'vlm'" in logs and f"{largest * 2:g} GPU(s)" in logs
+    assert "fits no node type" in logs and "gpu_8x_h100_80g" in logs
