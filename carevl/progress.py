@@ -25,6 +25,9 @@ _TRAINER_STEP = re.compile(r"^(?:\([^)]*\)\s*)?\d+%\|[^|]*\|\s*(?P<done>\d+)/(?P
 # the trainer's logged metrics: "{'loss': '0.6538', 'grad_norm': ...}"
 _TRAINER_LOSS = re.compile(r"\{'loss': '?(?P<loss>[-\d.e+]+)'?")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Ray Data's per-operator line of its periodic progress table: "-- MapBatches(CritiqueSampler): 43/129"
+_DATASET_OPERATOR = re.compile(r"logging_progress\.py:\d+ -- (?:MapBatches|Map|Filter|FlatMap)\((?P<name>\w+)\): "
+                               r"(?P<done>\d+)/(?P<total>\d+|\?)$")
 
 
 def progress_message(line: str) -> str | None:
@@ -41,6 +44,24 @@ def progress_message(line: str) -> str | None:
         return f"step {match['done']}/{match['total']}"
     if match := _TRAINER_LOSS.search(text):
         return f"loss {float(match['loss']):.3f}"
+    return None
+
+
+def dataset_operator(line: str) -> tuple[str, int, int | None] | None:
+    """(operator, rows done, rows expected or None) from one line of Ray Data's progress table."""
+    match = _DATASET_OPERATOR.search(_ANSI.sub("", line).strip())
+    if match is None:
+        return None
+    total = None if match["total"] == "?" else int(match["total"])
+    return match["name"], int(match["done"]), total
+
+
+def dataset_frontier(operators: dict[str, tuple[int, int | None]]) -> str | None:
+    """The first operator, in pipeline order, that has not finished its rows: where a streaming job is.
+    Ray Data counts "0/1" before an operator has seen its input."""
+    for name, (done, total) in operators.items():
+        if total is None or done < total:
+            return f"{name} {done}/{total if total is not None else '?'} rows" if done else f"{name} waiting"
     return None
 
 
@@ -70,24 +91,29 @@ class StageProgress:
         self.last_shown = self.start
         self.step: str | None = None
         self.message: str | None = None
+        self.operators: dict[str, tuple[int, int | None]] = {}
         self.pending = False
 
     def _line(self) -> str:
-        parts = [p for p in (self.step, self.message) if p]
+        parts = [p for p in (self.step, dataset_frontier(self.operators), self.message) if p]
         return f"  {self.name} {time.monotonic() - self.start:4.0f}s  {' | '.join(parts)}"
 
     def feed(self, line: str) -> None:
         message = progress_message(line)
+        if (operator := dataset_operator(line)) is not None:
+            name, done, total = operator
+            if self.operators.get(name) != (done, total):
+                self.operators[name], self.pending = (done, total), True
         if message is not None:
             if message.startswith("step "):
                 self.step = message
             else:
                 self.message = message
             self.pending = True
-        if self.step is None and self.message is None:
+        if self.step is None and self.message is None and not self.operators:
             return
         now = time.monotonic()
-        if self.live and message is not None:
+        if self.live and (message is not None or operator is not None):
             self.out.write("\r\x1b[K" + fit_width(self._line(), screen_width() - 1))
             self.out.flush()
         elif not self.live and now - self.last_shown >= self.interval_s * (1 if self.pending else 3):

@@ -75,3 +75,16 @@ def test_output_lines_fit_the_screen():
     folded = wrap("label audit: " + "judge 0.717 (n=180), " * 8, width=60).splitlines()
     assert len(folded) > 1 and all(len(line) <= 60 for line in folded)
     assert all(line.startswith("    ") for line in folded[1:])
+
+
+def test_a_streaming_job_shows_the_first_operator_that_has_not_finished():
+    table = ["2026-12-04 04:13:22,716\tINFO logging_progress.py:231 -- MapBatches(_read_units): 109/109",
+             "2026-12-04 04:13:22,717\tINFO logging_progress.py:231 -- MapBatches(CritiqueSampler): 43/129",
+             "2026-12-04 04:13:22,717\tINFO logging_progress.py:231 -- MapBatches(CritiqueScorer): 0/1"]
+    out = io.StringIO()
+    progress = StageProgress("refine", out=out, interval_s=0)
+    for line in table:
+        progress.feed(line)
+    assert out.getvalue().splitlines()[-1].endswith("CritiqueSampler 43/129 rows")
+    progress.feed(table[1].replace("43/129", "129/129"))
+    assert out.getvalue().splitlines()[-1].endswith("CritiqueScorer waiting")
