@@ -249,10 +249,11 @@ class FakeCloud(LocalCluster):
 
     # ------------------------------------------------------------------ spot preemption
 
-    def preempt(self, node_id: str, notice_s: float = 2.0, reason: str = "spot instance reclaimed") -> int:
+    def preempt(self, node_id: str, notice_s: float = 2.0, reason: str = "spot instance reclaimed") -> int | None:
         """What a cloud does to a spot instance: a preemption notice (the node drained with reason
         PREEMPTION and a deadline `notice_s` ahead, as a 2-minute warning is), then the instance is
-        gone at the deadline (its raylet SIGKILLed, its workers die with it). Returns the raylet's pid."""
+        gone at the deadline (its raylet SIGKILLed, its workers die with it). Returns the raylet's pid,
+        None when the node had already stopped by the deadline."""
         from ray._raylet import GcsClient
         from ray.core.generated import autoscaler_pb2
 
@@ -262,6 +263,8 @@ class FakeCloud(LocalCluster):
         if not accepted:
             raise RuntimeError(f"drain of node {node_id} refused: {why}")
         time.sleep(notice_s)
-        [raylet] = [p for p in self.processes("raylet") if f"--node_id={node_id}" in " ".join(p.cmdline())]
-        raylet.send_signal(signal.SIGKILL)
-        return raylet.pid
+        for raylet in self.processes(f"--node_id={node_id}"):
+            if "raylet" in raylet.name():
+                raylet.send_signal(signal.SIGKILL)
+                return raylet.pid
+        return None

@@ -1,6 +1,6 @@
-"""The scenarios of the autoscaling tier on a `FakeCloud`, each recorded on a `Timeline` and measured:
-curation from zero GPU nodes, a spot preemption mid-curation, and a stage that asks for a bundle no node
-type offers. Jobs go in through the Jobs API (`ray job submit`, token authentication on) with the tiny
+"""The curation scenarios of the autoscaling tier on a `FakeCloud`, each recorded on a `Timeline` and
+measured: curation from zero GPU nodes, a spot preemption mid-curation, and a stage that asks for a
+bundle no node type offers. Jobs go in through the Jobs API (`ray job submit`, token authentication on) with the tiny
 preset, whose caption and expert models are given GPUs by `--set` so they need GPU instances.
 Used by tests/autoscale (which assert on the results).
 """
@@ -15,10 +15,19 @@ from carevl.config import load_config
 from carevl.planning.cost import best_node
 from carevl.planning.nodes import from_cluster_yaml
 from carevl.planning.placement import plan_stage
-from carevl.testing.curation_faults import count_rows, status, submit, wait_terminal, write_items
+from carevl.testing.curation_faults import (
+    count_rows,
+    finished_units,
+    status,
+    submit,
+    wait_for,
+    wait_for_units,
+    wait_terminal,
+    write_items,
+)
 from carevl.testing.fake_cloud import FakeCloud, wait_until
 from carevl.testing.items import MICRO_EXPERTS, tiny_overrides
-from carevl.testing.timeline import Timeline
+from carevl.testing.timeline import Timeline, pool_of
 
 EXPERTS = MICRO_EXPERTS.strip("[]").split(", ")
 # The caption model on a GPU of its own, the four co-located experts sharing one (0.25 each): two
@@ -37,6 +46,14 @@ class ScenarioRun:
 
 def curation_overrides(unit_items: int) -> list[str]:
     return tiny_overrides(unit_items) + GPU_OVERRIDES
+
+
+def slow_unit_overrides() -> list[str]:
+    """One item per unit and per model call at the preset's full caption length, so that units finish
+    one by one over tens of seconds and a fault lands mid-run (the micro models would otherwise
+    finish every unit within a second of the first one)."""
+    fast = [o for o in tiny_overrides(unit_items=1) if not o.startswith("models.vlm.generation.max_new_tokens")]
+    return fast + GPU_OVERRIDES + ["models.vlm.resources.batch_size=1", f"models.{EXPERTS[0]}.resources.batch_size=1"]
 
 
 def curate_command(items: Path, run_dir: Path, overrides: list[str]) -> list[str]:
@@ -133,4 +150,53 @@ def infeasible_stage(cloud: FakeCloud, folder: Path, gpus: int) -> ScenarioRun:
     run.figures = {"job": status(cloud, job), "submit_to_end_s": round(time.monotonic() - start, 1),
                    "gpu_nodes_launched": len(cloud.gpu_nodes())}
     run.details = {"logs": cloud.cli(["ray", "job", "logs", job, "--address", cloud.dashboard], check=False)[-4000:]}
+    return run
+
+
+def pool_actors(cloud: FakeCloud, pool: str, state: str = "ALIVE") -> list:
+    """The actors (`ray.util.state` rows) of Ray Data pool `pool` (e.g. "ExpertScorer") in `state`."""
+    from ray.util.state import list_actors
+
+    return [a for a in list_actors(address=cloud.dashboard, filters=[("state", "=", state)], detail=True,
+                                   limit=10_000, raise_on_missing_output=False)
+            if pool_of(a.class_name or "") == ("actors", pool)]
+
+
+def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, items: int = 16,
+                            notice_s: float = 2.0) -> ScenarioRun:
+    """(b) The GPU instance of the expert pool is preempted (drained with reason PREEMPTION, its
+    raylet killed at the deadline) right after the first unit is published: the autoscaler launches a
+    replacement, Ray Data restarts the pool's actor there, and the job ends with one row per pair."""
+    run = ScenarioRun("preemption_mid_curation")
+    path, expected = write_items(folder, items, seed=13)
+    run_dir = folder / "run"
+    submitted = timeline.mark("submit")
+    job = submit(cloud, curate_command(path, run_dir, slow_unit_overrides()), wait=False)
+    victim = wait_for(cloud, job, lambda: [a.node_id for a in pool_actors(cloud, "ExpertScorer") if a.node_id],
+                      "a live expert actor")[0]
+    wait_for_units(cloud, job, run_dir, 1)
+    before = {n.node_id for n in cloud.gpu_nodes()}
+    at_fault = finished_units(run_dir)
+    notice = timeline.mark("preemption notice")
+    killed = cloud.preempt(victim, notice_s=notice_s)
+    lost_at = timeline.mark("instance lost")
+    replacement = wait_for(cloud, job, lambda: [n for n in cloud.gpu_nodes() if n.node_id not in before],
+                           "a replacement GPU instance")[0]
+    replaced_at = timeline.mark("replacement up")
+    restarted = wait_for(cloud, job, lambda: pool_actors(cloud, "ExpertScorer"), "the expert actor back")[0]
+    state = wait_terminal(cloud, job)
+    ended = timeline.mark("job end")
+    lost, duplicated, quarantined = count_rows(run_dir, expected)
+    idle_s = wait_no_gpu_nodes(cloud, timeline)
+    timeline.mark("no GPU instance")
+    run.figures = {"job": state, "pairs": len(expected), "rows_lost": lost, "rows_duplicated": duplicated,
+                   "quarantined": quarantined, "units_at_fault": at_fault,
+                   "units_total": len(list((run_dir / "_units").glob("*.json"))),
+                   "notice_s": notice_s, "instance_lost_to_replacement_up_s": round(replaced_at - lost_at, 1),
+                   "submit_to_job_end_s": round(ended - submitted, 1), "idle_to_zero_gpu_nodes_s": round(idle_s, 1),
+                   "expert_restarts_counted_as_preemption": restarted.num_restarts_due_to_node_preemption}
+    run.details = {"preempted_node": victim, "raylet_killed_at_deadline": killed is not None,
+                   "replacement_node": replacement.node_id,
+                   "replacement_type": replacement.ray_node_type_name, "preemption_notice_at_s": notice,
+                   "leftovers": live_leftovers(cloud), "submission": job}
     return run

@@ -17,6 +17,7 @@ import pytest
 from carevl.config import REPO_ROOT, load_config
 from carevl.kit.tiny import EXPERT_ROLES, build_tiny_models
 from carevl.testing.fake_cloud import FakeCloud
+from carevl.testing.serve_scaling import tier_env
 from carevl.testing.timeline import Timeline
 
 OUT = Path(os.environ.get("CAREVL_AUTOSCALE_OUT", REPO_ROOT / "runs" / "autoscale"))
@@ -30,7 +31,7 @@ def model_cache_env() -> dict[str, str]:
 
 
 def start_cloud(autoscaler: str, env: dict[str, str]) -> FakeCloud:
-    return FakeCloud(autoscaler=autoscaler, env_extra=env).start()
+    return FakeCloud(autoscaler=autoscaler, env_extra={**env, **tier_env()}).start()
 
 
 @pytest.fixture(scope="session")

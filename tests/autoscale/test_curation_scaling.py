@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from carevl.testing.scaling_scenarios import curation_from_zero, infeasible_stage
+from carevl.testing.scaling_scenarios import curation_from_zero, infeasible_stage, preemption_mid_curation
 
 from tests.autoscale.conftest import record
 
@@ -36,3 +36,17 @@ def test_infeasible_bundle_fails_fast(cloud, timeline, tmp_path):
     logs = run.details["logs"]
     assert "curate: model 'vlm'" in logs and f"{largest * 2:g} GPU(s)" in logs
     assert "fits no node type" in logs and "gpu_8x_h100_80g" in logs
+
+
+def test_spot_preemption_mid_curation(cloud, timeline, tmp_path):
+    run = preemption_mid_curation(cloud, timeline, tmp_path)
+    record(timeline, run)
+    f, details = run.figures, run.details
+    assert f["job"] == "SUCCEEDED"
+    assert 0 < f["units_at_fault"] < f["units_total"]          # struck mid-run
+    assert (f["rows_lost"], f["rows_duplicated"], f["quarantined"]) == (0, 0, 1)
+    # Ray saw a preemption (not a crash), and a new GPU instance of the same type took the work.
+    assert f["expert_restarts_counted_as_preemption"] >= 1
+    assert details["replacement_node"] != details["preempted_node"]
+    assert details["replacement_type"] == "gpu_1x_l40s"
+    assert not cloud.gpu_nodes() and details["leftovers"] == {"actors": [], "placement_groups": []}
