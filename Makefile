@@ -7,7 +7,7 @@ RUN_DIR ?= runs/demo
 # Optional: a VL-RewardBench data.jsonl to evaluate every judge on (see the README).
 VL_REWARDBENCH ?=
 
-.PHONY: install demo test test-fast test-vllm test-cluster clean
+.PHONY: install demo test test-fast test-vllm test-cluster test-rl clean
 
 # The stamp is rebuilt when pyproject.toml changes, so a second `make test` does not reinstall.
 $(VENV)/.carevl-installed: pyproject.toml
@@ -67,6 +67,12 @@ test-vllm: $(VLLM_VENV)/.carevl-installed
 test-cluster: install
 	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
 	CAREVL_CLUSTER_TESTS=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests/cluster
+
+# TRL's own GRPO and online DPO trainers with the judge service as their reward (tests/rl): minutes on
+# two CPU cores, so outside `make test`.
+test-rl: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
+	CAREVL_RL_TESTS=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests/rl
 
 clean:
 	rm -rf runs .pytest_cache

@@ -94,13 +94,15 @@ class JudgeReward:
     def __init__(self, base_url: str, *, num_generations: int | None = None, layout: Layout = "grpo",
                  method: str | None = None, image_column: str | None = None, reference_column: str = "reference",
                  question_column: str | None = None, token: str | None = None, timeout_s: float = 300.0,
-                 retries: int = 3, max_prompts_per_request: int = 32, max_concurrent_requests: int = 4) -> None:
+                 retries: int = 3, max_prompts_per_request: int = 32, max_concurrent_requests: int = 4,
+                 transport=None) -> None:
         if layout == "grpo" and not num_generations:
             raise ValueError("layout 'grpo' needs num_generations (GRPOConfig.num_generations)")
         self.base_url, self.token, self.timeout_s, self.retries = base_url, token, timeout_s, retries
         self.num_generations, self.layout, self.method = num_generations, layout, method
         self.image_column, self.reference_column, self.question_column = image_column, reference_column, question_column
         self.max_prompts_per_request, self.max_concurrent_requests = max_prompts_per_request, max_concurrent_requests
+        self.transport = transport  # an httpx transport (tests); None: the network
         self.stats = {"calls": 0, "requests": 0, "rewards": 0, "failed": 0}
         self._client: JudgeClient | None = None
         self._lock = threading.Lock()
@@ -181,7 +183,7 @@ class JudgeReward:
         with self._lock:
             if self._client is None:
                 self._client = JudgeClient(self.base_url, token=self.token, timeout_s=self.timeout_s,
-                                           retries=self.retries)
+                                           retries=self.retries, transport=self.transport)
             return self._client
 
     def _count(self, requests: int, rewards: int, failed: int) -> None:
