@@ -7,7 +7,7 @@ RUN_DIR ?= runs/demo
 # Optional: a VL-RewardBench data.jsonl to evaluate every judge on (see the README).
 VL_REWARDBENCH ?=
 
-.PHONY: install demo test test-fast test-vllm test-cluster test-rl clean
+.PHONY: install demo test test-fast test-vllm test-cluster test-rl test-autoscale clean
 
 # The stamp is rebuilt when pyproject.toml changes, so a second `make test` does not reinstall.
 $(VENV)/.carevl-installed: pyproject.toml
@@ -73,6 +73,14 @@ test-cluster: install
 test-rl: install
 	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
 	CAREVL_RL_TESTS=1 PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests/rl
+
+# Autoscaling scenarios on a fake GPU cloud built from cluster.yaml (tests/autoscale; README, "Autoscaling"):
+# Ray's own autoscaler launches raylets on this machine as GPU instances. It never runs `ray stop` and
+# uses ports of its own, so other Ray instances are safe, but it wants the cores to itself (CI runs it
+# last, alone). Charts and figures land in runs/autoscale (CAREVL_AUTOSCALE_OUT).
+test-autoscale: install
+	$(PYTHON) -m ray_jobs.prepare_models --all --no-report
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) -m pytest tests/autoscale -m autoscale
 
 clean:
 	rm -rf runs .pytest_cache

@@ -34,6 +34,11 @@ def pool_of(class_name: str) -> tuple[str, str]:
     return "actors", found.group(1) if found else class_name
 
 
+def holds_gpu(resources: dict[str, float]) -> bool:
+    """Whether an actor's resources include GPUs, directly or in a placement group bundle ("GPU_group_...")."""
+    return any(v and (k == "GPU" or k.startswith("GPU_group_")) for k, v in resources.items())
+
+
 def demand_of(status) -> list[dict[str, Any]]:
     """The autoscaler's pending demand: task/actor bundles, placement-group bundles and explicit
     resource requests, each as {"kind", "bundle", "count"}."""
@@ -83,7 +88,7 @@ class Timeline:
                                  limit=10_000, timeout=20, raise_on_missing_output=False):
             kind, name = pool_of(actor.class_name or "")
             groups[kind if actor.state == "ALIVE" else "waiting"][name] += 1
-            if kind == "actors" and (actor.required_resources or {}).get("GPU"):
+            if kind == "actors" and holds_gpu(actor.required_resources or {}):
                 self.gpu_pools.add(name)
         return {"t": self.now(), "nodes": dict(self.cloud.nodes_by_type(status)), "pending": dict(pending),
                 "demand": demand_of(status), **{k: dict(v) for k, v in groups.items()}}

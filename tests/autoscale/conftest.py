@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,17 +42,41 @@ def cloud(model_cache_env):
     fake.stop()
 
 
+@contextmanager
+def recording(cloud: FakeCloud, name: str):
+    """A scaling timeline of `cloud` for the block, saved as OUT/<name>.json and .png (also when the
+    block fails); the test adds its figures with `record(...)`."""
+    recorder = Timeline(cloud).start()
+    recorder.extra = {"autoscaler": cloud.autoscaler}
+    try:
+        yield recorder
+    finally:
+        recorder.stop()
+        recorder.save(OUT, name.replace("[", "_").replace("]", ""), recorder.extra)
+
+
 @pytest.fixture
 def timeline(cloud, request):
-    """The scaling timeline of one scenario; the test adds its figures with `record(...)`."""
-    recorder = Timeline(cloud).start()
-    recorder.extra = {}
-    yield recorder
-    recorder.stop()
-    recorder.save(OUT, request.node.name.replace("[", "_").replace("]", ""), recorder.extra)
+    with recording(cloud, request.node.name) as recorder:
+        yield recorder
 
 
 def record(timeline: Timeline, run) -> None:
     """Keep a scenario's figures with its timeline (and print them: `pytest -s` shows them)."""
     timeline.extra.update(figures=run.figures, details=run.details)
     print(f"\n{run.name}: {json.dumps(run.figures)}")
+
+
+def check_curation_from_zero(run, cloud: FakeCloud, timeline: Timeline) -> None:
+    """What scenario (a) must show, on either autoscaler."""
+    f, details = run.figures, run.details
+    assert f["job"] == "SUCCEEDED"
+    assert (f["rows_lost"], f["rows_duplicated"], f["quarantined"]) == (0, 0, 1)
+    compared = details["plan_vs_launched"]
+    # GPU instances came for the two GPU pools, only of types the plan says the models fit ...
+    assert sum(compared["launched_gpu_instances"].values()) >= 1
+    assert compared["launched_types_the_plan_rules_out"] == []
+    assert {"Captioner", "ExpertScorer"} <= set(timeline.gpu_pools)
+    # ... and went away after the idle timeout, leaving no actor holding resources, no placement group.
+    assert not cloud.gpu_nodes()
+    assert details["leftovers"] == {"actors": [], "placement_groups": []}

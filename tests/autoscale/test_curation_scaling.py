@@ -6,7 +6,7 @@ import pytest
 
 from carevl.testing.scaling_scenarios import curation_from_zero, infeasible_stage, preemption_mid_curation
 
-from tests.autoscale.conftest import record
+from tests.autoscale.conftest import check_curation_from_zero, record
 
 pytestmark = [pytest.mark.autoscale, pytest.mark.ray, pytest.mark.slow]
 
@@ -14,17 +14,7 @@ pytestmark = [pytest.mark.autoscale, pytest.mark.ray, pytest.mark.slow]
 def test_curation_from_zero(cloud, timeline, tmp_path):
     run = curation_from_zero(cloud, timeline, tmp_path)
     record(timeline, run)
-    f, details = run.figures, run.details
-    assert f["job"] == "SUCCEEDED"
-    assert (f["rows_lost"], f["rows_duplicated"], f["quarantined"]) == (0, 0, 1)
-    compared = details["plan_vs_launched"]
-    # GPU instances came for the two GPU pools, only of types the plan says the models fit.
-    assert sum(compared["launched_gpu_instances"].values()) >= 1
-    assert compared["launched_types_the_plan_rules_out"] == []
-    assert {"Captioner", "ExpertScorer"} <= set(timeline.gpu_pools)
-    # ... and went away after the idle timeout, leaving no actor holding resources, no placement group.
-    assert not cloud.gpu_nodes()
-    assert details["leftovers"] == {"actors": [], "placement_groups": []}
+    check_curation_from_zero(run, cloud, timeline)
 
 
 def test_infeasible_bundle_fails_fast(cloud, timeline, tmp_path):

@@ -109,3 +109,6 @@ def test_rayjob_runs_the_curation_entry_point():
     assert command[:3] == ["python", "-m", "ray_jobs.curate"]
     assert (REPO / command[command.index("--config") + 1]).is_file()
     assert doc["spec"]["shutdownAfterJobFinishes"] is True
+    # KubeRay starts with no worker and publishes no node types: the job checks placement against the
+    # cluster.yaml its worker groups mirror.
+    assert command[command.index("--set") + 1:command.index("--set") + 2] == ["planning.cluster=cluster.yaml"]
