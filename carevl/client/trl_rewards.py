@@ -13,6 +13,11 @@ turns None into NaN, which the group's mean and std leave out. Where the complet
 - `trl.experimental.online_dpo.OnlineDPOTrainer` (layout "online_dpo"): the batch twice over,
   completions[i] and completions[i + B] answer prompt i; they are one group of 2.
 
+Every group must hold one question: a block that mixes prompts (a `num_generations` other than the
+trainer's, or a multi-process GRPO run whose per-process slice cuts a group, which within-group methods
+cannot score) raises instead of scoring the wrong group. Method "reference" scores each completion on
+its own, so any slicing suits it.
+
 Each call sends the groups to `/v1/reward` in requests of at most `max_prompts_per_request` prompts
 (up to `max_concurrent_requests` in flight when there are several) over one reused connection pool. Plain-text and
 conversational prompts are both read: the question is the text of the last user message. The image
