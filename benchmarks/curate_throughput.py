@@ -274,8 +274,24 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
     for s in overrides(workdir / f"captions_{pairs}", MICRO_EXPERTS, unit_items, experts_cpus=1.0):
         cmd += ["--set", s]
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "HF_HUB_OFFLINE": "1"}
+    run = watch_run(cmd, env, ray_tmp, workdir / f"memory_{pairs}.log", max_seconds, lambda: _pairs_published(run_dir))
+    (workdir / f"memory_{pairs}_progress.json").write_text(json.dumps(run["progress"]))  # (seconds, pairs published)
+    in_input = _pairs_in_input(items_dir)
+    return {"pairs_requested": pairs, "pairs_in_input": in_input, "items": n_items,
+            "returncode": run["returncode"],
+            "completed": (run_dir / "summary.json").exists(), "pairs_written": _pairs_published(run_dir),
+            "seconds": run["seconds"], "peak_pss_mib": run["peak_pss_mib"],
+            "pss_mib_at_25_50_75_percent_of_run": run["pss_mib_at_25_50_75_percent_of_run"],
+            "pairs_per_s_by_quarter": quarter_rates(run["progress"], in_input)}
+
+
+def watch_run(cmd: list[str], env: dict, ray_tmp: str, log_path: Path, max_seconds: float | None,
+              published) -> dict:
+    """Run a job as a subprocess with its own Ray (temp dir `ray_tmp`), sampling the PSS of all its
+    processes once a second and `published()` (pairs written so far) every ~15 s; SIGINT after
+    `max_seconds`. Returns the peak and quartile PSS, the progress samples, return code and seconds."""
     peak, samples, progress = 0, [], []
-    log = open(workdir / f"memory_{pairs}.log", "w")
+    log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     t0 = time.monotonic()
     try:
@@ -284,7 +300,7 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
             peak = max(peak, now)
             samples.append(now)
             if len(samples) % 15 == 1:  # published pairs every ~15 s: the rate per quarter of the run
-                progress.append((time.monotonic() - t0, _pairs_published(run_dir)))
+                progress.append((time.monotonic() - t0, published()))
             if max_seconds and time.monotonic() - t0 > max_seconds:
                 proc.send_signal(signal.SIGINT)  # stop here; what was published so far is reported
                 try:
@@ -300,15 +316,10 @@ def memory(pairs: int, workdir: Path, unit_items: int, max_seconds: float | None
         log.close()
     quarters = [round(samples[min(len(samples) - 1, len(samples) * q // 4)] / 2**20, 1) for q in (1, 2, 3)] \
         if samples else []
-    progress.append((time.monotonic() - t0, _pairs_published(run_dir)))
-    (workdir / f"memory_{pairs}_progress.json").write_text(json.dumps(progress))  # (seconds, pairs published)
-    in_input = _pairs_in_input(items_dir)
-    return {"pairs_requested": pairs, "pairs_in_input": in_input, "items": n_items,
-            "returncode": proc.returncode,
-            "completed": (run_dir / "summary.json").exists(), "pairs_written": _pairs_published(run_dir),
-            "seconds": round(time.monotonic() - t0, 1), "peak_pss_mib": round(peak / 2**20, 1),
-            "pss_mib_at_25_50_75_percent_of_run": quarters,
-            "pairs_per_s_by_quarter": quarter_rates(progress, in_input)}
+    progress.append((time.monotonic() - t0, published()))
+    return {"returncode": proc.returncode, "seconds": round(time.monotonic() - t0, 1),
+            "peak_pss_mib": round(peak / 2**20, 1), "pss_mib_at_25_50_75_percent_of_run": quarters,
+            "progress": progress}
 
 
 def quarter_rates(progress: list[tuple[float, int]], total: int) -> list[float | None]:
@@ -346,18 +357,26 @@ def main() -> None:
     if args.raw_script:
         return raw_script_main(json.loads(args.raw_script))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    run_benchmark(args, lambda workdir: throughput(args, workdir),
+                  lambda pairs, workdir: memory(pairs, workdir, args.unit_items, args.memory_max_seconds))
+
+
+def run_benchmark(args, throughput_of, memory_of) -> dict:
+    """The throughput run (unless --skip-throughput), then one memory run per --memory-pairs size;
+    each result printed as it comes, all of them in WORKDIR/report.json."""
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     report: dict = {}
     if not args.skip_throughput:
-        report["throughput"] = throughput(args, workdir)
+        report["throughput"] = throughput_of(workdir)
         print(json.dumps(report["throughput"], indent=2), flush=True)
     report["memory"] = []
     for pairs in args.memory_pairs:
-        report["memory"].append(memory(pairs, workdir, args.unit_items, args.memory_max_seconds))
+        report["memory"].append(memory_of(pairs, workdir))
         print(json.dumps(report["memory"][-1]), flush=True)
     (workdir / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
+    return report
 
 
 if __name__ == "__main__":
