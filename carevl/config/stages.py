@@ -263,6 +263,8 @@ class ScoreConfig(StrictModel):
                                            "(pair winner and Copeland games)")
     unit_rows: int = Field(1_000, ge=1, description="input rows per work unit: output files and resume grain")
     task_num_cpus: float = Field(0.25, gt=0, description="CPUs per light task (read, write)")
+    read_memory_mb: int = Field(256, ge=1, description="memory one unit's read task declares to Ray: the worker "
+                                "process plus the unit's rows (images included); raise it for big images or units")
     limits: InputLimits = Field(default_factory=InputLimits)
     allow_remote_images: bool = Field(False, description="fetch http(s) and cloud image references")
     progress_interval_s: float = Field(10.0, gt=0, description="seconds between progress log lines")

@@ -14,97 +14,31 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from carevl import ledger
-from carevl.config import CarevlConfig, InputLimits
+from carevl.config import CarevlConfig
 from carevl.curation.units import list_input_files, plan_units, scan_file
-from carevl.data.io import join, write_table
+from carevl.data.io import join
 from carevl.evaluation.backends import check_judge_placement, judge_fingerprint
 from carevl.models.loading import resolve_model_path
 from carevl.models.specs import judge_spec
 from carevl.ray_utils import actor_threads, check_fits, init_ray, pool_args
-from carevl.scoring.judge import RESULT_SCHEMA, ScoreJudge
-from carevl.scoring.rows import GROUP, PAIR, ROW_SCHEMA, normalize_row
+from carevl.scoring.judge import ScoreJudge
+from carevl.scoring.units import OUTPUT_CLASSES, read_unit, write_scores
 
 log = logging.getLogger("carevl.scoring")
-OUTPUT_CLASSES = ("pairs", "groups", "quarantine")
-OUTPUT_COLUMNS = {
-    "pairs": ("row_index", "id", "label", "category", "p_a_ab", "p_a_ba", "p_a", "winner", "swap_consistent"),
-    "groups": ("row_index", "id", "method", "k", "rewards", "ranking", "best_index", "candidate_status",
-               "judgements"),
-    "quarantine": ("row_index", "id", "reason", "row_json"),
-}
-RECEIPT_SCHEMA = pa.schema([("unit_id", pa.string()), ("rows", pa.int64()), ("files", pa.string()),
-                            ("stats", pa.string())])
-READ_TASK_MEMORY = 64 * 2**20  # bytes a unit read declares (keeps it an operator of its own; see curation)
-
-
 @dataclass
 class ScoreRequest:
     input: str
     judge: str
     output: str
-
-
-def read_unit(batch: pa.Table | dict, *, limits: InputLimits, method: str) -> pa.Table:
-    """Ray Data task: the rows of one work unit as checked `ROW_SCHEMA` records."""
-    units = batch.to_pylist() if isinstance(batch, pa.Table) else pa.table(batch).to_pylist()
-    records = []
-    for unit in units:
-        local = "://" not in unit["file"]
-        base_dir = os.path.dirname(os.path.abspath(unit["file"])) if local else None
-        for offset, row in enumerate(ledger.read_unit_rows(unit)):
-            records.append(normalize_row(row, unit["unit_id"], unit["first_global"] + offset, base_dir, limits,
-                                         method))
-    return pa.Table.from_pylist(records, schema=ROW_SCHEMA)
-
-
-def unit_stats(table: pa.Table) -> dict[str, Any]:
-    """A unit's counters (summed into summary.json) from its result rows."""
-    rows = table.to_pylist()
-    ok = [r for r in rows if r["reason"] is None]
-    judgements = [j for r in ok if r["kind"] == GROUP for j in r["judgements"]]
-    return {"rows": len(rows), "pairs": sum(r["kind"] == PAIR for r in ok),
-            "groups": sum(r["kind"] == GROUP for r in ok), "quarantined": len(rows) - len(ok),
-            "quarantine_reasons": dict(Counter(r["reason"] for r in rows if r["reason"] is not None)),
-            "swap_consistent": sum(bool(r["swap_consistent"]) for r in ok if r["kind"] == PAIR),
-            "judgements": 2 * sum(r["kind"] == PAIR for r in ok) + len(judgements),
-            "failed_judgements": sum(j["status"] != "ok" for j in judgements),
-            "rewards_none": sum(x is None for r in ok if r["kind"] == GROUP for x in r["rewards"])}
-
-
-def write_scores(batch: pa.Table | dict, *, run_dir: str) -> pa.Table:
-    """Ray Data task: stage each unit's rows of this batch as one file per output class; one receipt
-    per unit touched (rows accounted for, files, counters)."""
-    table = batch if isinstance(batch, pa.Table) else pa.table(batch)
-    table = table.cast(RESULT_SCHEMA)
-    receipts = []
-    for unit_id in pc.unique(table["unit_id"]).to_pylist():
-        part = table.filter(pc.equal(table["unit_id"], unit_id))
-        quarantined = pc.invert(pc.is_null(part["reason"]))
-        split = {"quarantine": part.filter(quarantined)}
-        kept = part.filter(pc.is_null(part["reason"]))
-        for cls, kind in (("pairs", PAIR), ("groups", GROUP)):
-            split[cls] = kept.filter(pc.equal(kept["kind"], kind))
-        files = []
-        for cls, rows in split.items():
-            if rows.num_rows:
-                path = join(run_dir, ledger.STAGING_DIR, cls, f"{unit_id}-{uuid.uuid4().hex[:12]}.parquet")
-                write_table(rows.select(list(OUTPUT_COLUMNS[cls])), path, "parquet")
-                files.append({"class": cls, "path": path, "rows": rows.num_rows})
-        receipts.append({"unit_id": unit_id, "rows": part.num_rows, "files": json.dumps(files),
-                         "stats": json.dumps(unit_stats(part))})
-    return pa.Table.from_pylist(receipts, schema=RECEIPT_SCHEMA)
 
 
 def build_dataset(config: CarevlConfig, spec, todo: list[ledger.WorkUnit], run_dir: str) -> ray.data.Dataset:
@@ -113,7 +47,7 @@ def build_dataset(config: CarevlConfig, spec, todo: list[ledger.WorkUnit], run_d
     light = dict(batch_format="pyarrow", num_cpus=sc.task_num_cpus)
     ds = ray.data.from_items([u.to_dict() for u in todo], override_num_blocks=len(todo))
     ds = ds.map_batches(read_unit, batch_size=1, fn_kwargs={"limits": sc.limits, "method": sc.method},
-                        memory=READ_TASK_MEMORY, **light)
+                        memory=sc.read_memory_mb * 2**20, **light)
     pool = pool_args(spec.resources, spec.backend)
     ds = ds.map_batches(ScoreJudge, fn_constructor_kwargs=dict(
         spec=spec.model_dump(mode="json"), model_cache=str(config.paths.model_cache_dir()), method=sc.method,
@@ -158,6 +92,9 @@ def _add_stats(total: Counter, stats: dict[str, Any]) -> None:
 def run_scoring(config: CarevlConfig, request: ScoreRequest) -> dict[str, Any]:
     """Score `request.input` with `request.judge` into `request.output` (resuming a run there)."""
     sc = config.score
+    if request.judge.startswith(("/", ".", "~")) and not Path(request.judge).expanduser().is_dir():
+        raise FileNotFoundError(f"--judge: no model folder at {request.judge}")
+    files = list_input_files(request.input)  # a missing or empty input fails before Ray starts
     spec = judge_spec(config, request.judge, backbone=sc.judge_model, text_only_ok=True)
     if spec.backend == "openai":
         raise ValueError(f"the scoring job runs the judge in its actor pool; '{request.judge}' is an endpoint")
@@ -166,7 +103,6 @@ def run_scoring(config: CarevlConfig, request: ScoreRequest) -> dict[str, Any]:
     init_ray(config)
     led = ledger.RunLedger(request.output, "score")
     led.claim(run_fingerprint(config, spec, request))
-    files = list_input_files(request.input)
     scan = ray.remote(num_cpus=sc.task_num_cpus)(scan_file)
     scans = ray.get([scan.remote(f, sc.unit_rows) for f in files])
     units = plan_units(files, scans, sc.unit_rows)

@@ -41,6 +41,18 @@ ROW_SCHEMA = pa.schema([
     ("reference", pa.string()), ("label", pa.string()), ("category", pa.string()),
     ("reason", pa.string()), ("row_json", pa.string()),
 ])
+# What the judge actor returns, one row per record (the writer splits it into the output classes).
+_JUDGEMENT = pa.struct([("first", pa.int32()), ("second", pa.int32()), ("p_first", pa.float64()),
+                        ("status", pa.string())])
+RESULT_SCHEMA = pa.schema([
+    ("unit_id", pa.string()), ("row_index", pa.int64()), ("id", pa.string()), ("kind", pa.string()),
+    ("label", pa.string()), ("category", pa.string()), ("reason", pa.string()), ("row_json", pa.string()),
+    ("p_a_ab", pa.float64()), ("p_a_ba", pa.float64()), ("p_a", pa.float64()), ("winner", pa.string()),
+    ("swap_consistent", pa.bool_()),
+    ("method", pa.string()), ("k", pa.int32()), ("rewards", pa.list_(pa.float64())),
+    ("ranking", pa.list_(pa.int32())), ("best_index", pa.int32()), ("candidate_status", pa.list_(pa.string())),
+    ("judgements", pa.list_(_JUDGEMENT)),
+])
 _LABELS = {"a": "A", "b": "B", "tie": "tie"}
 
 

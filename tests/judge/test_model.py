@@ -117,3 +117,11 @@ def test_calibration_json_in_the_model_folder_rescales_every_verdict(judge, mode
     assert np.all(np.abs(p_cal - 0.5) < np.abs(p_raw - 0.5)) and winners == raw_winners
     out = calibrated(batch)                                        # __call__ returns the same numbers
     np.testing.assert_allclose(out["p_a"], p_cal, atol=1e-6)
+
+
+def test_a_judge_refuses_an_endpoint_backend(model_cache):
+    from carevl.config import ModelSpec
+
+    spec = ModelSpec(path="tiny:vlm_micro", kind="vlm", backend="openai", endpoint="http://127.0.0.1:9/v1")
+    with pytest.raises(ValueError, match="backend 'openai'"):
+        JudgeModel(spec, model_cache)

@@ -11,8 +11,8 @@ from carevl.config import InputLimits
 from carevl.data.images import encode_png
 from carevl.judge.model import JudgeModel
 from carevl.judge.rules import group_rewards, reward_comparisons
-from carevl.scoring.judge import RESULT_SCHEMA, ScoreJudge
-from carevl.scoring.rows import ROW_SCHEMA, normalize_row
+from carevl.scoring.judge import ScoreJudge
+from carevl.scoring.rows import RESULT_SCHEMA, ROW_SCHEMA, normalize_row
 
 LIMITS = InputLimits()
 
