@@ -18,8 +18,9 @@ pytest.importorskip("vllm", reason="vLLM is not installed (make test-vllm runs t
 
 from carevl.config import load_config  # noqa: E402
 from carevl.config.stages import ServeConfig  # noqa: E402
+from carevl.judge.calibration import Calibration  # noqa: E402
 from carevl.judge.model import JudgeModel  # noqa: E402
-from carevl.judge.rules import combine_swap  # noqa: E402
+from carevl.judge.rules import combine_swap, group_rewards, reward_comparisons  # noqa: E402
 from carevl.serving.http import create_app  # noqa: E402
 from carevl.serving.vllm_engine import VLLMJudgeEngine  # noqa: E402
 from carevl.testing.vllm_kit import text_lm_spec, tier_models  # noqa: E402
@@ -64,7 +65,7 @@ def reference(judge_folder) -> JudgeModel:
 
 
 @pytest.fixture(scope="module")
-def app(loop, judge_folder):
+def engine(loop, judge_folder):
     settings = ServeConfig(model=str(judge_folder), backend="vllm", default_mode="verdict", max_new_tokens=16,
                            max_batch_size=8, limits=LIMITS)
 
@@ -72,8 +73,13 @@ def app(loop, judge_folder):
         return VLLMJudgeEngine(text_lm_spec(judge_folder, "vllm", max_length=1024), judge_folder.parent, settings)
 
     engine = loop.run_until_complete(start())
-    yield create_app(engine, TOKEN)
+    yield engine
     engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def app(engine):
+    return create_app(engine, TOKEN)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +145,33 @@ def test_rank_follows_the_pairwise_verdicts_of_transformers(authed, reference):
         assert game["p_a"] == pytest.approx(combine_swap(float(forward), float(backward), True).p_a, abs=1e-3)
 
 
+@pytest.mark.parametrize("method", ["reference", "bradley_terry"])
+def test_rewards_are_the_rule_on_the_transformers_verdicts(authed, reference, method):
+    question, completions, answer = "What colour is the square?", ["It is red.", "Blue.", "A square."], "Red."
+    response = authed("/v1/reward", json={"method": method, "prompts": [
+        {"question": question, "completions": completions, "reference": answer}]})
+    assert response.status_code == 200 and response.json()["failures"] == []
+    texts = [*completions, answer]
+    comparisons = reward_comparisons(3, method)
+    p = reference.verdict(_columns([(question, texts[a], texts[b]) for a, b in comparisons]))[0]
+    expected = group_rewards(3, method, comparisons, [float(x) for x in p])
+    assert response.json()["rewards"][0] == pytest.approx(expected, abs=2e-3)
+
+
+def test_the_engine_applies_the_calibration_to_every_verdict(engine, authed):
+    assert engine.calibration.is_identity  # the tier's folder has no calibration.json
+    raw = authed("/v1/judge", json={**PAIRS_OK, "mode": "verdict"}).json()["p_a"]
+    engine.calibration = Calibration(temperature=2.0)
+    try:
+        scaled = authed("/v1/judge", json={**PAIRS_OK, "mode": "verdict"}).json()["p_a"]
+        temperature = engine.calibration_temperature
+    finally:
+        engine.calibration = Calibration()
+    assert scaled == pytest.approx(Calibration(temperature=2.0).apply(raw), abs=1e-6)
+    assert temperature == 2.0
+
+
+PAIRS_OK = {"question": PAIRS[0][0], "response_a": PAIRS[0][1], "response_b": PAIRS[0][2]}
 OK = {"question": "q", "response_a": "a", "response_b": "b"}
 # The error contract of the judge API (the transformers deployment answers the same in
 # tests/serving/test_service.py): request -> (status, error, field).
