@@ -10,11 +10,15 @@ vLLM pages its KV cache and admits only the sequences that fit, so a vLLM model 
 and one max-length sequence fit; the full batch at max length is what it needs to run at the configured
 batch. A transformers model holds every row of its batch at once (scorers run without a KV cache).
 
-Training (Ray Train + TRL, data parallel: each worker holds the whole model):
+Training (Ray Train + TRL), `sharding: none` (data parallel: each worker holds the whole model):
     weights of every parameter, gradients and two AdamW moments (kept in the parameters' dtype) of the
     trainable ones, a frozen reference copy for DPO without LoRA, and activations of one micro-batch
     (with gradient checkpointing, the input of every layer plus one layer recomputed), plus the fp32
     logits the loss reads.
+
+Training, `sharding: fsdp` (FSDP2, `sharded_training_footprint`): the same states divided by the world
+size, plus what is gathered whole while in use (a few decoder layers, the output head, and DPO's
+reference for its forward) and the same activations.
 """
 from __future__ import annotations
 
@@ -75,6 +79,51 @@ def training_footprint(shape: ModelShape, dtype_bytes: int, micro_batch: int, ma
     kept = (shape.layers * tokens * shape.hidden * dtype_bytes + layer) if gradient_checkpointing \
         else shape.layers * layer
     act = kept + float(tokens) * shape.vocab * FP32
+    total = weights + states + act
+    return Footprint(weights, states, act, total)
+
+
+def decoder_layer_params(shape: ModelShape) -> int:
+    """Weights of one decoder layer: Q, K, V, O projections and the gated MLP (norms and biases left out)."""
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    return shape.hidden * (2 * q + 2 * kv) + 3 * shape.hidden * shape.intermediate
+
+
+def sharded_training_footprint(shape: ModelShape, dtype_bytes: int, master_bytes: int, micro_batch: int,
+                               max_length: int, trainable: int, reference_model: bool,
+                               gradient_checkpointing: bool, world_size: int) -> Footprint:
+    """One of `world_size` FSDP2 training workers (ZeRO-3: parameters, gradients, optimizer state sharded).
+
+    Sharded, so divided by `world_size`:
+        frozen weights              (params - trainable) x dtype_bytes
+        trainable master weights    trainable x master_bytes  (accelerate keeps them in fp32 under bf16 mixed
+                                    precision: master_bytes 4; else the parameters' own dtype)
+        gradients + AdamW moments   trainable x master_bytes x 3
+        DPO reference (no LoRA)     params x dtype_bytes
+    Gathered whole while in use, not divided:
+        2 decoder layers (the one computing and the one prefetched) x dtype_bytes, plus one layer's
+        unsharded gradient x master_bytes before its reduce-scatter; the output head (vocab x hidden x
+        dtype_bytes: kept gathered from the end of the forward to the start of the backward); and for DPO
+        the whole reference (TRL shards it as one unit, gathered for its forward under no_grad, while the
+        policy's activations are held).
+    Activations as one unsharded worker's (`training_footprint`): each worker runs its own micro-batch.
+
+    Returns Footprint(weights = sharded weights, cache = sharded gradients + moments,
+    activations = activations + gathered working set, minimum = total). Paper 4.3.2 trains the 7B judge on
+    80 GB GPUs: this is the rule by which `sharding: fsdp` fits it there.
+    """
+    n = float(world_size)
+    frozen = float(shape.params - trainable) * dtype_bytes
+    reference = float(shape.params) * dtype_bytes if reference_model else 0.0
+    weights = (frozen + float(trainable) * master_bytes + reference) / n
+    states = float(trainable) * master_bytes * 3 / n
+    layer = float(decoder_layer_params(shape))
+    gathered = 2 * layer * dtype_bytes + layer * master_bytes + float(shape.vocab * shape.hidden) * dtype_bytes
+    if reference_model:
+        gathered += float(shape.params) * dtype_bytes
+    unsharded = training_footprint(shape, dtype_bytes, micro_batch, max_length, trainable, False,
+                                   gradient_checkpointing)
+    act = unsharded.activations + gathered
     total = weights + states + act
     return Footprint(weights, states, act, total)
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from carevl.config import CarevlConfig, ModelSpec
 from carevl.config.stages import TrainStageConfig
 from carevl.planning.memory import (
+    FP32,
     Footprint,
     inference_footprint,
+    sharded_training_footprint,
     tensor_parallel_needed,
     trainable_params,
     training_footprint,
@@ -76,7 +78,8 @@ def stage_needs(config: CarevlConfig, stage: str) -> list[Need]:
         section: TrainStageConfig = getattr(config, stage)
         res = section.resources_per_worker
         spec = models[config.sft.judge_model]
-        return [Need(stage, f"{stage} worker x{section.num_workers}", config.sft.judge_model, spec,
+        sharded = "" if section.sharding == "none" else f", {section.sharding}"
+        return [Need(stage, f"{stage} worker x{section.num_workers}{sharded}", config.sft.judge_model, spec,
                      gpus=float(res.get("GPU", 0)), cpus=float(res.get("CPU", 1)), tp=1)]
     else:
         raise ValueError(f"unknown stage '{stage}' (one of {STAGES})")
@@ -88,19 +91,30 @@ def stage_needs(config: CarevlConfig, stage: str) -> list[Need]:
     return needs
 
 
+def _training_footprint(stage: str, section: TrainStageConfig, spec: ModelSpec, shape: ModelShape,
+                        nbytes: int) -> Footprint:
+    """One Ray Train worker of `stage`: a whole replica, or its shard under `sharding: fsdp`."""
+    trainer = section.trainer
+    lora = section.lora.r if section.lora else None
+    kwargs = dict(micro_batch=int(trainer.get("per_device_train_batch_size", 8)),
+                  max_length=int(trainer.get("max_length", spec.max_length)),
+                  trainable=trainable_params(shape, section.freeze_vision, lora),
+                  gradient_checkpointing=bool(trainer.get("activation_checkpointing",
+                                                          trainer.get("gradient_checkpointing", False))))
+    reference = stage == "dpo" and lora is None
+    if section.sharding == "none":
+        return training_footprint(shape, nbytes, reference_copy=reference, **kwargs)
+    # Under bf16/fp16 mixed precision (TRL's default is bf16) accelerate keeps fp32 master weights.
+    mixed = trainer.get("bf16", not trainer.get("fp16", False)) or trainer.get("fp16", False)
+    return sharded_training_footprint(shape, nbytes, master_bytes=FP32 if mixed else nbytes,
+                                      reference_model=reference, world_size=section.num_workers, **kwargs)
+
+
 def footprint_of(need: Need, config: CarevlConfig) -> Footprint:
     spec, shape = need.spec, need.shape
     nbytes = dtype_bytes(spec)
     if need.stage in ("sft", "dpo"):
-        section: TrainStageConfig = getattr(config, need.stage)
-        trainer = section.trainer
-        lora = section.lora.r if section.lora else None
-        return training_footprint(
-            shape, nbytes, micro_batch=int(trainer.get("per_device_train_batch_size", 8)),
-            max_length=int(trainer.get("max_length", spec.max_length)),
-            trainable=trainable_params(shape, section.freeze_vision, lora),
-            reference_copy=need.stage == "dpo" and lora is None,
-            gradient_checkpointing=bool(trainer.get("gradient_checkpointing", False)))
+        return _training_footprint(need.stage, getattr(config, need.stage), spec, shape, nbytes)
     generates = spec.kind != "reward"
     return inference_footprint(shape, nbytes, spec.resources.batch_size, spec.max_length,
                                paged_kv=spec.backend == "vllm", kv_cache=generates or spec.backend == "vllm")

@@ -34,12 +34,14 @@ from carevl.config import CarevlConfig, ConfigError, LoraSpec, TrainStageConfig
 from carevl.models.loading import load_vlm
 from carevl.models.specs import judge_spec
 from carevl.models.vllm_weights import rewrite_for_vllm
+from carevl.training import sharding
 from carevl.training.devices import WorkerDeviceTorchConfig, cuda_usable
 from carevl.training.freeze import freeze_vision, vision_parameter_names
 
 FINAL_MARKER = "carevl_training.json"   # written into model/ last: its presence means "complete"
 FINAL_DIR_NAME = "final_model"          # Ray checkpoint dir name of the final model
 TRAINING_LOG = "training_log.json"      # written next to the final model
+SHARDING_KEYS = ("fsdp", "fsdp_config", "deepspeed")
 
 
 @dataclasses.dataclass
@@ -66,13 +68,16 @@ class TrainPaths:
 def trl_args(cls: type, section: str, trainer: dict[str, Any], **fixed: Any):
     """Build TRL's SFTConfig / DPOConfig from the config's `<section>.trainer` mapping.
 
-    Keys pass through unchanged; a key that is not a field of `cls`, or one the job sets itself
-    (`fixed`), is a ConfigError naming `<section>.trainer.<key>`. Invalid values surface TRL's message.
+    Keys pass through unchanged; a key that is not a field of `cls`, one the job sets itself (`fixed`),
+    or a sharding key (`<section>.sharding` decides those) is a ConfigError naming
+    `<section>.trainer.<key>`. Invalid values surface TRL's message.
     """
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     for key in sorted(trainer):
         if key not in names:
             raise ConfigError(f"{section}.trainer.{key}: not a field of TRL's {cls.__name__}")
+        if key in SHARDING_KEYS:
+            raise ConfigError(f"{section}.trainer.{key}: set through {section}.sharding, remove it from the trainer")
         if key in fixed:
             raise ConfigError(f"{section}.trainer.{key}: set by the job, remove it from the config")
     try:
@@ -93,6 +98,17 @@ def fixed_trainer_fields(stage: TrainStageConfig, output_dir: str, seed: int) ->
     return fixed
 
 
+def training_args(cls: type, section: str, stage: TrainStageConfig, output_dir: str, seed: int):
+    """TRL's config of a stage: `<section>.trainer` passed through, the fields the job owns, and with
+    sharding the FSDP fields derived from `<section>.sharding` (which take over activation checkpointing)."""
+    trainer, fixed = dict(stage.trainer), fixed_trainer_fields(stage, output_dir, seed)
+    if stage.sharding != "none":
+        fixed.update(sharding.fsdp_fields(stage, cls))
+        for key in sharding.CHECKPOINTING_KEYS:
+            trainer.pop(key, None)
+    return trl_args(cls, section, trainer, **fixed)
+
+
 def lora_config(spec: LoraSpec, exclude_prefix: str | None):
     """A PEFT LoraConfig for the language side; modules under `exclude_prefix` (the frozen vision
     encoder) get no adapters."""
@@ -103,10 +119,17 @@ def lora_config(spec: LoraSpec, exclude_prefix: str | None):
 
 # --------------------------------------------------------------------------------------- models
 
+def load_device(stage: TrainStageConfig, device):
+    """Where a worker loads the models: its compute device, or the CPU under sharding (FSDP then moves
+    each worker's shard to the device, so no GPU ever holds a whole copy)."""
+    return device if stage.sharding == "none" else "cpu"
+
+
 def load_trainable_vlm(config: CarevlConfig, stage: TrainStageConfig, path: str | Path | None, device):
     """(model, processor, vision_prefix): the judge backbone (or a trained folder) ready to train,
     with the vision encoder frozen when the stage says so (paper 4.3.2)."""
-    model, processor = load_vlm(judge_spec(config, path), config.paths.model_cache_dir(), device=device)
+    model, processor = load_vlm(judge_spec(config, path), config.paths.model_cache_dir(),
+                                device=load_device(stage, device))
     names = sorted(vision_parameter_names(model))
     prefix = os.path.commonprefix(names).rsplit(".", 1)[0] if names else None
     if stage.freeze_vision:
@@ -115,22 +138,24 @@ def load_trainable_vlm(config: CarevlConfig, stage: TrainStageConfig, path: str 
     return model, processor, prefix
 
 
-def save_judge(model, processor, out_dir: Path) -> None:
+def save_judge(model, processor, out_dir: Path, state_dict: dict | None = None) -> None:
     """Save a judge so that both transformers' `from_pretrained` and vLLM's loader read it (weight names
-    in vLLM's spelling, `carevl.models.vllm_weights`)."""
+    in vLLM's spelling, `carevl.models.vllm_weights`); `state_dict`: the gathered weights of a sharded model."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
+    model.save_pretrained(out_dir, state_dict=state_dict)
     processor.save_pretrained(out_dir)
     rewrite_for_vllm(out_dir)
 
 
-def save_final_model(trainer, processor, out_dir: Path, merge_lora: bool, resumed_from: str | None) -> None:
-    """Save the trained model (LoRA adapters merged unless `merge_lora` is False), its processor and
-    the training log (with the checkpoint this run resumed from, if any)."""
+def save_final_model(trainer, processor, out_dir: Path, merge_lora: bool, resumed_from: str | None,
+                     state_dict: dict | None = None) -> None:
+    """Save the trained model (LoRA adapters merged unless `merge_lora` is False; `state_dict`: the
+    gathered weights of a sharded model), its processor and the training log (with the checkpoint this
+    run resumed from, if any)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(model, "merge_and_unload") and merge_lora:
         model = model.merge_and_unload()
-    save_judge(model, processor, out_dir)
+    save_judge(model, processor, out_dir, state_dict)
     resumed_step = None
     if resumed_from is not None:
         resumed_step = json.loads((Path(resumed_from) / "trainer_state.json").read_text())["global_step"]
@@ -159,14 +184,17 @@ def resume_checkpoint(scratch: Path) -> str | None:
 
 def report_final(trainer, processor, stage: TrainStageConfig, scratch: Path, resumed_from: str | None) -> None:
     """Rank 0 saves the final model and reports it to Ray Train as the run's last checkpoint;
-    every rank calls report (Ray Train needs all ranks to report the same number of times)."""
+    every rank calls report (Ray Train needs all ranks to report the same number of times). A sharded
+    model is first gathered to rank 0, with every rank taking part."""
     rank = ray.train.get_context().get_world_rank()
+    state_dict = sharding.full_state_dict(trainer) if sharding.is_sharded(trainer) else None
     if rank != 0:
         ray.train.report({"final": 1}, checkpoint=None, checkpoint_dir_name=FINAL_DIR_NAME)
         return
     with tempfile.TemporaryDirectory(dir=scratch) as tmp:
         merge = stage.lora.merge if stage.lora is not None else True
-        save_final_model(trainer, processor, Path(tmp), merge_lora=merge, resumed_from=resumed_from)
+        save_final_model(trainer, processor, Path(tmp), merge_lora=merge, resumed_from=resumed_from,
+                         state_dict=state_dict)
         metrics = {"final": 1, "global_step": trainer.state.global_step}
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
                          checkpoint_dir_name=FINAL_DIR_NAME)

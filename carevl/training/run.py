@@ -34,7 +34,7 @@ from carevl.models.loading import load_vlm
 from carevl.models.specs import judge_spec
 from carevl.planning import check_placement
 from carevl.ray_utils import init_ray
-from carevl.training import common
+from carevl.training import common, sharding
 from carevl.training.devices import claim_worker_device
 from carevl.training.examples import Builder, load_examples, prepare_examples
 
@@ -54,8 +54,9 @@ class Recipe:
     frozen_reference: bool = False  # DPO: compare against the frozen starting model
 
 
-def _reference(config: CarevlConfig, start_model: str, device):
-    ref, _ = load_vlm(judge_spec(config, start_model), config.paths.model_cache_dir(), device=device)
+def _reference(config: CarevlConfig, stage, start_model: str, device):
+    ref, _ = load_vlm(judge_spec(config, start_model), config.paths.model_cache_dir(),
+                      device=common.load_device(stage, device))
     ref.requires_grad_(False)
     return ref.eval()
 
@@ -66,16 +67,17 @@ def build_trainer(recipe: Recipe, config: CarevlConfig, start: str | None, datas
     `<stage>.trainer`, LoRA adapters when configured, and for DPO the frozen reference."""
     stage = getattr(config, recipe.name)
     model, processor, vision_prefix = common.load_trainable_vlm(config, stage, start, device=device)
-    args = common.trl_args(recipe.config_cls, recipe.name, stage.trainer,
-                           **common.fixed_trainer_fields(stage, str(output_dir), config.seed))
+    args = common.training_args(recipe.config_cls, recipe.name, stage, str(output_dir), config.seed)
     peft_config = common.lora_config(stage.lora, vision_prefix if stage.freeze_vision else None) \
         if stage.lora is not None else None
     extra = {}
     if recipe.frozen_reference:
         # With LoRA, TRL disables the adapters to get the reference: no second copy of the model.
-        extra["ref_model"] = None if peft_config is not None else _reference(config, start, device)
-    trainer = recipe.trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                                 peft_config=peft_config, callbacks=callbacks or [], **extra)
+        # Under FSDP, TRL shards it across the workers as well (`carevl.training.sharding`).
+        extra["ref_model"] = None if peft_config is not None else _reference(config, stage, start, device)
+    trainer_cls = recipe.trainer_cls if stage.sharding == "none" else sharding.shardable(recipe.trainer_cls)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                          peft_config=peft_config, callbacks=callbacks or [], **extra)
     return trainer, processor
 
 
@@ -120,8 +122,7 @@ def run_training(config: CarevlConfig, recipe: Recipe, rows_uri: str, output: st
     paths = common.TrainPaths.of(output)
     stage = getattr(config, recipe.name)
     # Fail on a bad `<stage>.trainer` key before any data or cluster work.
-    common.trl_args(recipe.config_cls, recipe.name, stage.trainer,
-                    **common.fixed_trainer_fields(stage, str(paths.scratch / "validate"), config.seed))
+    common.training_args(recipe.config_cls, recipe.name, stage, str(paths.scratch / "validate"), config.seed)
     led = ledger.RunLedger(str(paths.root), recipe.name)
     led.claim(run_fingerprint(config, recipe, rows_uri, start_model))
     if led.is_complete() and (paths.model / common.FINAL_MARKER).is_file():

@@ -1,5 +1,6 @@
 """Curated pairs (PAIR_SCHEMA) made straight from synthetic items, for training tests and the learning
-benchmark when the curation job is not part of the run.
+benchmark when the curation job is not part of the run; and refinement-style DPO rows made from them
+when the refinement job is not part of the run either.
 
 The synthetic items carry a noisy strong-judge verdict per pair and a known quality per response.
 Here the known quality stands in for the expert vote (paper 3.2): a pair whose judge verdict agrees
@@ -11,9 +12,11 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from carevl.data import io as dio
 from carevl.data.synth import SynthSpec, iter_items
+from carevl.judge_format import format_judgement, swap_choice
 from carevl.schema import PAIR_SCHEMA, pair_id
 
 
@@ -51,3 +54,19 @@ def write_synthetic_pairs(run_dir: str, n_items: int, seed: int, spec: SynthSpec
         table = pa.Table.from_pylist(split_rows, schema=PAIR_SCHEMA)
         dio.write_table(table, dio.join(run_dir, split, dio.shard_name(0, "parquet")))
     return {split: len(r) for split, r in rows.items()}
+
+
+def write_synthetic_dpo_rows(run_dir: str, out_dir: str) -> int:
+    """Write `out_dir/dpo` rows like the refinement job does, one per low-confidence pair of `run_dir`:
+    a critique naming the relabelled answer (paper 3.4) chosen over a vague one naming the other
+    (paper 3.5's best against worse, in its plainest form). Returns the row count."""
+    keep = ("pair_id", "item_id", "question", "image_path", "image_bytes", "response_a", "response_b", "label")
+    rows = []
+    for pair in pq.read_table(dio.join(run_dir, "low")).to_pylist():
+        label = pair["label"]
+        rows.append({**{k: pair[k] for k in keep},
+                     "chosen": format_judgement(label, f"Answer {label} matches what the image shows."),
+                     "rejected": format_judgement(swap_choice(label), "It seems better."),
+                     "chosen_score": 80.0, "rejected_score": 20.0})
+    dio.write_table(pa.Table.from_pylist(rows), dio.join(out_dir, "dpo", dio.shard_name(0, "parquet")))
+    return len(rows)

@@ -2,6 +2,7 @@
 model folder (handed to tests as fixtures, since test folders are not importable packages)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,10 +71,43 @@ def assert_generates(folder: Path) -> str:
     return processor.decode(new, skip_special_tokens=True)
 
 
+def write_dpo_rows(curated_pairs: Path, folder: Path) -> int:
+    """Refinement-style rows under folder/dpo (`synthetic_pairs.write_synthetic_dpo_rows`)."""
+    from carevl.training.synthetic_pairs import write_synthetic_dpo_rows
+
+    return write_synthetic_dpo_rows(str(curated_pairs), str(folder))
+
+
+def registered_checkpoints(run: Path) -> list[Path]:
+    """TRL checkpoints (not the final model) that Ray Train has registered for `run` (its snapshot lists them)."""
+    try:
+        results = json.loads((run / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
+    except (OSError, ValueError, KeyError):
+        return []
+    folders = [run / r["checkpoint_dir_name"] / "checkpoint" for r in results]
+    return [f for f in folders if (f / "trainer_state.json").is_file()]
+
+
+def train_workers(root_pid: int) -> list:
+    """Ray Train worker processes among the descendants of `root_pid` (a job, or this test session)."""
+    import psutil
+
+    workers = []
+    for child in psutil.Process(root_pid).children(recursive=True):
+        try:
+            if child.cmdline()[:1] == ["ray::RayTrainWorker"]:
+                workers.append(child)
+        except psutil.Error:
+            continue
+    return workers
+
+
 @pytest.fixture(scope="session")
 def checks() -> SimpleNamespace:
     return SimpleNamespace(MICRO=MICRO, stage_overrides=stage_overrides, micro_folder=micro_folder,
-                           assert_trained=assert_trained, assert_generates=assert_generates)
+                           assert_trained=assert_trained, assert_generates=assert_generates,
+                           write_dpo_rows=write_dpo_rows, registered_checkpoints=registered_checkpoints,
+                           train_workers=train_workers)
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,23 @@ def test_presets_trainer_sections_are_valid_trl_configs(tmp_path, repo_root):
         config = load_config(repo_root / "configs" / preset)
         for cls, name in ((SFTConfig, "sft"), (DPOConfig, "dpo")):
             stage = getattr(config, name)
-            trainer = {**stage.trainer, "bf16": False}  # bf16 validation needs a GPU
-            common.trl_args(cls, name, trainer, **common.fixed_trainer_fields(stage, str(tmp_path), 0))
+            stage = stage.model_copy(update={"trainer": {**stage.trainer, "bf16": False}})  # bf16 needs a GPU
+            common.training_args(cls, name, stage, str(tmp_path), 0)
+
+
+def test_sharding_derives_trl_fsdp_fields(tmp_path, repo_root):
+    """`sharding: fsdp` alone sets TRL's FSDP fields; the stage's activation checkpointing becomes FSDP's."""
+    paper = load_config(repo_root / "configs" / "paper.yaml")
+    stage = paper.sft.model_copy(update={"trainer": {**paper.sft.trainer, "bf16": False}})
+    args = common.training_args(SFTConfig, "sft", stage, str(tmp_path), 0)
+    assert args.fsdp and args.fsdp_config["version"] == 2 and args.fsdp_config["reshard_after_forward"]
+    assert args.fsdp_config["activation_checkpointing"] is True and args.activation_checkpointing is False
+    assert args.fsdp_plugin_args["state_dict_type"] == "SHARDED_STATE_DICT"
+    plain = common.training_args(SFTConfig, "sft", stage.model_copy(update={"sharding": "none"}), str(tmp_path), 0)
+    assert not plain.fsdp and plain.activation_checkpointing is True
+    for key in ("fsdp", "fsdp_config", "deepspeed"):
+        with pytest.raises(ConfigError, match=rf"dpo\.trainer\.{key}: set through dpo\.sharding"):
+            common.trl_args(DPOConfig, "dpo", {key: True}, output_dir=str(tmp_path))
 
 
 @pytest.fixture(scope="module")

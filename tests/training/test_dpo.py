@@ -3,30 +3,13 @@ from __future__ import annotations
 
 import math
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from carevl.config import load_config
-from carevl.judge_format import format_judgement, swap_choice
+from carevl.judge_format import format_judgement
 from carevl.ledger import StaleRunError
 from carevl.training import run as run_module
 from carevl.training.dpo import dpo_example, run_dpo
-
-
-def _dpo_rows(curated_pairs, folder):
-    """Refinement-style rows: a correct, specific critique preferred over a wrong, vague one."""
-    rows = []
-    for pair in pq.read_table(curated_pairs / "low").to_pylist():
-        label = pair["label"]
-        rows.append({**{k: pair[k] for k in ("pair_id", "item_id", "question", "image_path", "image_bytes",
-                                             "response_a", "response_b", "label")},
-                     "chosen": format_judgement(label, f"Answer {label} matches what the image shows."),
-                     "rejected": format_judgement(swap_choice(label), "It seems better."),
-                     "chosen_score": 80.0, "rejected_score": 20.0})
-    (folder / "dpo").mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows), folder / "dpo" / "part-00000.parquet")
-    return len(rows)
 
 
 def test_dpo_example_skips_empty_and_identical_critiques():
@@ -57,7 +40,7 @@ def test_both_orders_teach_the_same_preference_with_the_answers_swapped():
 @pytest.mark.ray
 @pytest.mark.slow
 def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, checks, curated_pairs, tmp_path):
-    n = _dpo_rows(curated_pairs, tmp_path / "pairs")
+    n = checks.write_dpo_rows(curated_pairs, tmp_path / "pairs")
     config = load_config(overrides=checks.MICRO + checks.stage_overrides("dpo", max_steps=4, save_steps=2,
                                                            learning_rate=5e-4, beta=0.1))
     base = checks.micro_folder()
@@ -76,7 +59,7 @@ def test_dpo_raises_reward_margin_and_keeps_vision_frozen(ray_local, checks, cur
                                                             learning_rate=5e-4, beta=0.2))
     with pytest.raises(StaleRunError, match=r"config\.dpo\.trainer\.beta: 0\.1 -> 0\.2"):
         run_dpo(changed, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
-    _dpo_rows(curated_pairs, tmp_path / "more")
+    checks.write_dpo_rows(curated_pairs, tmp_path / "more")
     (tmp_path / "more" / "dpo" / "part-00000.parquet").rename(tmp_path / "pairs" / "dpo" / "part-00001.parquet")
     with pytest.raises(StaleRunError, match=r"input\.rows\.files: 1 -> 2"):
         run_dpo(config, str(tmp_path / "pairs"), str(base), str(tmp_path / "dpo"))
@@ -94,7 +77,7 @@ def test_lora_dpo_uses_the_adapter_free_base_as_reference(checks, curated_pairs,
     from carevl.training.dpo import dpo_recipe
     from carevl.training.examples import load_examples, prepare_examples
 
-    _dpo_rows(curated_pairs, tmp_path / "pairs")
+    checks.write_dpo_rows(curated_pairs, tmp_path / "pairs")
     config = load_config(overrides=checks.MICRO + ["dpo.lora.r=4", "dpo.trainer.max_steps=2",
                                                    "dpo.trainer.per_device_train_batch_size=2",
                                                    "dpo.trainer.learning_rate=1e-2", "dpo.trainer.report_to=none"])

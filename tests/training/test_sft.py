@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
 MAX_STEPS, SAVE_STEPS = 8, 2
@@ -23,46 +22,21 @@ def _command(checks, curated_pairs, out):
             "--output", str(out), *[a for s in sets for a in ("--set", s)]]
 
 
-def _registered_steps(out) -> list[int]:
-    """Global steps of the TRL checkpoints Ray Train has registered for the run (listed in its snapshot)."""
-    run = out / "checkpoints" / "sft"
-    try:
-        results = json.loads((run / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
-    except (OSError, ValueError, KeyError):
-        return []
-    steps = []
-    for result in results:
-        state = run / result["checkpoint_dir_name"] / "checkpoint" / "trainer_state.json"
-        try:
-            steps.append(json.loads(state.read_text())["global_step"])
-        except (OSError, ValueError, KeyError):
-            continue
-    return steps
+def _registered_steps(checks, out) -> list[int]:
+    """Global steps of the TRL checkpoints Ray Train has registered for the run."""
+    return [json.loads((c / "trainer_state.json").read_text())["global_step"]
+            for c in checks.registered_checkpoints(out / "checkpoints" / "sft")]
 
 
-def _wait_for_step(proc, out, above: int, timeout_s=600) -> int | None:
+def _wait_for_step(checks, proc, out, above: int, timeout_s=600) -> int | None:
     """The highest registered checkpoint step once one is above `above` (None if the job ended first)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and proc.poll() is None:
-        steps = _registered_steps(out)
+        steps = _registered_steps(checks, out)
         if steps and max(steps) > above:
             return max(steps)
         time.sleep(0.2)
     return None
-
-
-def _kill_a_train_worker(proc) -> int:
-    """SIGKILL one Ray Train worker process of the job's own local Ray (a descendant of the job)."""
-    workers = []
-    for child in psutil.Process(proc.pid).children(recursive=True):
-        try:
-            if child.cmdline()[:1] == ["ray::RayTrainWorker"]:
-                workers.append(child)
-        except psutil.NoSuchProcess:
-            continue
-    assert workers, "no Ray Train worker process found"
-    workers[-1].kill()
-    return workers[-1].pid
 
 
 @pytest.mark.ray
@@ -73,7 +47,7 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         try:
-            job_killed_at = _wait_for_step(proc, out, above=0)
+            job_killed_at = _wait_for_step(checks, proc, out, above=0)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started
@@ -86,9 +60,11 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
     with open(tmp_path / "rerun.log", "w") as log:
         proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         try:
-            worker_killed_at = _wait_for_step(proc, out, above=job_killed_at)
+            worker_killed_at = _wait_for_step(checks, proc, out, above=job_killed_at)
             if worker_killed_at is not None:
-                _kill_a_train_worker(proc)
+                workers = checks.train_workers(proc.pid)  # of the job's own local Ray
+                assert workers, "no Ray Train worker process found"
+                workers[-1].kill()
             returncode = proc.wait(timeout=900)
         finally:
             if proc.poll() is None:
@@ -101,7 +77,8 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
     # The restarted workers resumed from the checkpoint registered before the kill, not from the job's start.
     assert summary["resumed_from_step"] >= worker_killed_at > job_killed_at and summary["global_step"] == MAX_STEPS
     # Every TRL save (trainer.save_steps) reached Ray Train as a checkpoint.
-    assert _registered_steps(out) and all(step % SAVE_STEPS == 0 for step in _registered_steps(out))
+    steps = _registered_steps(checks, out)
+    assert steps and all(step % SAVE_STEPS == 0 for step in steps)
     # Each pair is shown in both A/B orders (sft.both_orders in the tiny preset).
     assert summary["data"]["examples"] == 2 * summary["data"]["rows"] > 0
     losses = [e["loss"] for e in summary["train_metrics"]["log_history"] if "loss" in e]
