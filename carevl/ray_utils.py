@@ -119,13 +119,21 @@ def pool_args(resources: Resources, backend: str = "transformers", batch_format:
 
 
 def check_fits(pools: list[dict[str, Any]], task_num_cpus: float, job: str = "curation") -> None:
-    """Warn when the actor pools' minimum sizes plus one light task cannot run at once on the cluster as
-    it is now: the streaming pipeline would wait for resources (fine if an autoscaler adds nodes)."""
+    """Say so when the actor pools' minimum sizes plus one light task cannot run at once on the cluster
+    as it is now: the streaming pipeline waits for resources. On a cluster whose autoscaler published
+    the node types it may launch (`carevl.planning.nodes.publish_node_types`) that is the normal start
+    from zero workers (logged as such); elsewhere it is a warning."""
     need_cpu = task_num_cpus + sum(p["num_cpus"] * p["compute"].min_size for p in pools)
     need_gpu = sum(p.get("num_gpus", 0) * p["compute"].min_size for p in pools)
     have = ray.cluster_resources()
-    if need_cpu > have.get("CPU", 0) + 1e-9 or need_gpu > have.get("GPU", 0) + 1e-9:
-        log.warning("%s needs at least %.2f CPU / %.2f GPU at once (actor pools at their minimum size "
-                    "plus one task) but the cluster has %.2f CPU / %.2f GPU now; it will wait for more nodes. "
-                    "Lower models.<name>.resources or add nodes.", job, need_cpu, need_gpu,
-                    have.get("CPU", 0), have.get("GPU", 0))
+    if need_cpu <= have.get("CPU", 0) + 1e-9 and need_gpu <= have.get("GPU", 0) + 1e-9:
+        return
+    shortfall = (f"{job} needs at least {need_cpu:.2f} CPU / {need_gpu:.2f} GPU at once (actor pools at their "
+                 f"minimum size plus one task); the cluster has {have.get('CPU', 0):.2f} CPU / "
+                 f"{have.get('GPU', 0):.2f} GPU now")
+    record = ray._private.state.state.get_cluster_config()
+    types = sorted(g.name for g in record.node_group_configs if g.max_count) if record else []
+    if types:
+        log.info("%s; waiting for the autoscaler to add nodes (types it may launch: %s)", shortfall, ", ".join(types))
+    else:
+        log.warning("%s; it will wait for more nodes. Lower models.<name>.resources or add nodes.", shortfall)

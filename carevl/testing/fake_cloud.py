@@ -143,14 +143,30 @@ def new_token(path: Path) -> Path:
     return path
 
 
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """What a busy GCS or dashboard answers now and then (a timed-out RPC or state query): ask again."""
+    from ray.exceptions import RpcError
+    from ray.util.state.exception import RayStateApiException
+
+    return ConnectionError, TimeoutError, RuntimeError, RpcError, RayStateApiException
+
+
+def tolerant(probe: Callable[[], T]) -> Callable[[], T | None]:
+    """`probe`, answering None instead of raising a transient error."""
+    def call() -> T | None:
+        try:
+            return probe()
+        except transient_errors():
+            return None
+    return call
+
+
 def wait_until(probe: Callable[[], T], what: str, timeout_s: float, every_s: float = 0.5) -> T:
     """Poll `probe` until it returns something truthy (returned); TimeoutError naming `what`."""
     deadline = time.monotonic() + timeout_s
+    probe = tolerant(probe)
     while True:
-        try:
-            found = probe()
-        except (ConnectionError, RuntimeError, TimeoutError):  # a busy GCS or dashboard: ask again
-            found = None
+        found = probe()
         if found:
             return found
         if time.monotonic() > deadline:

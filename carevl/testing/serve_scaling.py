@@ -150,7 +150,7 @@ class Ramp:
     run; `trickle` callers while the service scales back down."""
 
     steps: tuple[int, ...] = (8, 48, 96, 140)
-    step_s: float = 15.0
+    step_s: float = 10.0
     replicas: int = 3
     trickle: int = 2
 
@@ -171,9 +171,9 @@ def serve_under_ramp(cloud: FakeCloud, timeline: Timeline, folder: Path, ramp: R
             load.set(n)
         wait_until(lambda: len(replica_nodes(cloud)) >= ramp.replicas, f"{ramp.replicas} replicas", 600, every_s=1)
         up_to = timeline.mark(f"{ramp.replicas} replicas")
-        before = set(replica_nodes(cloud))
+        before = set(wait_until(lambda: replica_nodes(cloud), "replica nodes", 120))
         notice = timeline.mark("preemption notice")
-        victim = replica_nodes(cloud)[-1]
+        victim = sorted(before)[-1]
         killed = cloud.preempt(victim, notice_s=notice_s)
         timeline.mark("instance lost")
         wait_until(lambda: len(set(replica_nodes(cloud)) - before) >= 1 and len(replica_nodes(cloud)) >= ramp.replicas,

@@ -11,8 +11,8 @@ from typing import Any
 
 from carevl.judge.model import JudgeModel
 from carevl.testing.curation_faults import submit, wait_for, wait_terminal
-from carevl.testing.fake_cloud import FakeCloud
-from carevl.testing.scaling_scenarios import ScenarioRun, wait_no_gpu_nodes
+from carevl.testing.fake_cloud import FakeCloud, tolerant
+from carevl.testing.scaling_scenarios import ScenarioRun, new_gpu_nodes, wait_no_gpu_nodes
 from carevl.testing.timeline import Timeline, pool_of
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
@@ -51,6 +51,11 @@ def train_worker_nodes(cloud: FakeCloud) -> list[str]:
             if pool_of(a.class_name or "") == ("actors", "RayTrainWorker") and a.node_id]
 
 
+def whole_group(nodes: list[str]) -> list[str]:
+    """The worker group's nodes once all WORKERS workers are up (else empty)."""
+    return nodes if len(nodes) == WORKERS else []
+
+
 def judge_once(model: Path) -> dict[str, Any]:
     """The trained judge loaded from its folder, judging one pair in verdict mode."""
     judge = JudgeModel(str(model))
@@ -69,7 +74,7 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
         cmd += ["--set", override]
     submitted = timeline.mark("submit")
     job = submit(cloud, cmd, wait=False)
-    workers = wait_for(cloud, job, lambda: len(train_worker_nodes(cloud)) == WORKERS and train_worker_nodes(cloud),
+    workers = wait_for(cloud, job, tolerant(lambda: whole_group(train_worker_nodes(cloud))),
                        "the worker group on GPU instances")
     placed = timeline.mark("worker group up")
     step = max(wait_for(cloud, job, lambda: registered_steps(output), "a registered checkpoint"))
@@ -77,8 +82,7 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
     notice = timeline.mark(f"preemption notice (checkpoint {step})")
     killed = cloud.preempt(workers[0], notice_s=notice_s)
     lost = timeline.mark("instance lost")
-    replacement = wait_for(cloud, job, lambda: [n for n in cloud.gpu_nodes() if n.node_id not in before],
-                           "a replacement GPU instance")[0]
+    replacement = wait_for(cloud, job, tolerant(lambda: new_gpu_nodes(cloud, before)), "a replacement GPU instance")[0]
     replaced = timeline.mark("replacement up")
     state = wait_terminal(cloud, job)
     ended = timeline.mark("job end")
@@ -92,7 +96,8 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
                    "submit_to_worker_group_up_s": round(placed - submitted, 1),
                    "instance_lost_to_replacement_up_s": round(replaced - lost, 1),
                    "submit_to_job_end_s": round(ended - submitted, 1), "idle_to_zero_gpu_nodes_s": round(idle_s, 1)}
-    run.details = {"worker_nodes": workers, "preempted_node": workers[0], "raylet_killed_at_deadline": killed is not None,
+    run.details = {"worker_nodes": workers, "preempted_node": workers[0],
+                   "raylet_killed_at_deadline": killed is not None,
                    "replacement_node": replacement.node_id, "replacement_type": replacement.ray_node_type_name,
                    "judged": judge_once(output / "model") if state == "SUCCEEDED" else None,
                    "log_tail": logs[-3000:]}

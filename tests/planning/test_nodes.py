@@ -51,3 +51,24 @@ def test_placement_consults_the_published_types_before_the_nodes_that_are_up(ray
     finally:  # the shared session's cluster goes back to its own nodes
         ray_local._raylet.GcsClient(address=gcs).report_cluster_config(b"")
     assert [t.name for t in node_types(config)] != names
+
+
+@pytest.mark.ray
+def test_pools_waiting_for_an_autoscaler_are_not_a_warning(ray_local, caplog):
+    import logging
+
+    from carevl.config import Resources
+    from carevl.ray_utils import check_fits, pool_args
+
+    gcs = ray_local.get_runtime_context().gcs_address
+    pools = [pool_args(Resources(num_cpus=1, num_gpus=1, batch_size=4, concurrency=(1, 1)))]
+    with caplog.at_level(logging.INFO, logger="carevl.ray_utils"):
+        check_fits(pools, 0.25)                              # no GPU here, no autoscaler: a warning
+        try:
+            publish_node_types(REPO_ROOT / "cluster.yaml", gcs)
+            check_fits(pools, 0.25)                          # the autoscaler may add GPU nodes: info
+        finally:
+            ray_local._raylet.GcsClient(address=gcs).report_cluster_config(b"")
+    [warned, waiting] = [r for r in caplog.records if r.name == "carevl.ray_utils"]
+    assert warned.levelno == logging.WARNING and "add nodes" in warned.getMessage()
+    assert waiting.levelno == logging.INFO and "gpu_1x_l40s" in waiting.getMessage()
