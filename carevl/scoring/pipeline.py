@@ -23,7 +23,7 @@ from typing import Any
 import ray
 
 from carevl import ledger
-from carevl.config import CarevlConfig
+from carevl.config import CarevlConfig, ModelSpec
 from carevl.curation.units import list_input_files, plan_units, scan_file
 from carevl.data.io import join
 from carevl.evaluation.backends import check_judge_placement, judge_fingerprint
@@ -34,6 +34,8 @@ from carevl.scoring.judge import ScoreJudge
 from carevl.scoring.units import OUTPUT_CLASSES, read_unit, write_scores
 
 log = logging.getLogger("carevl.scoring")
+
+
 @dataclass
 class ScoreRequest:
     input: str
@@ -41,7 +43,7 @@ class ScoreRequest:
     output: str
 
 
-def build_dataset(config: CarevlConfig, spec, todo: list[ledger.WorkUnit], run_dir: str) -> ray.data.Dataset:
+def build_dataset(config: CarevlConfig, spec: ModelSpec, todo: list[ledger.WorkUnit], run_dir: str) -> ray.data.Dataset:
     """The lazy streaming pipeline over the units still to do; its rows are write receipts."""
     sc = config.score
     light = dict(batch_format="pyarrow", num_cpus=sc.task_num_cpus)
@@ -57,7 +59,7 @@ def build_dataset(config: CarevlConfig, spec, todo: list[ledger.WorkUnit], run_d
     return ds.map_batches(write_scores, batch_size=sc.unit_rows, fn_kwargs={"run_dir": run_dir}, **light)
 
 
-def run_fingerprint(config: CarevlConfig, spec, request: ScoreRequest) -> dict[str, Any]:
+def run_fingerprint(config: CarevlConfig, spec: ModelSpec, request: ScoreRequest) -> dict[str, Any]:
     """Input files, the judge's weights and calibration, the scoring settings, the code version."""
     sc = config.score
     inputs = {"rows": ledger.input_fingerprint(request.input),
