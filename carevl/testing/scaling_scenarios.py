@@ -108,7 +108,26 @@ def new_gpu_nodes(cloud: FakeCloud, known: set[str]) -> list:
     return [n for n in cloud.gpu_nodes() if n.node_id not in known]
 
 
-def wait_no_gpu_nodes(cloud: FakeCloud, timeline: Timeline, timeout_s: float = IDLE_TIMEOUT_S) -> float:
+def gpu_release_s(cloud: FakeCloud, timeline: Timeline, after: float) -> float | None:
+    """From the moment no GPU actor (pool actor, train worker or Serve replica) is left to the moment no
+    GPU instance is, read off the timeline (`Timeline.release_s`)."""
+    gpu_types = cloud.gpu_types()
+
+    def busy(s: dict) -> bool:
+        pools = (s[key].get(p) for key in ("actors", "waiting") for p in timeline.gpu_pools)
+        return any(pools) or any(s["replicas"].values())
+    return timeline.release_s(busy, lambda s: any(t in gpu_types for t in s["nodes"]), after)
+
+
+def job_seconds(cloud: FakeCloud, submission_id: str, submitted_at: float) -> float | None:
+    """Seconds from `submitted_at` (wall clock, before `ray job submit` ran) to the job's end as Ray
+    recorded it (polling the status from outside lags behind it on a busy machine)."""
+    jobs = cloud.state("jobs", f"submission_id={submission_id}", detail=True)
+    end_ms = next((j.get("end_time") for j in jobs if j.get("submission_id") == submission_id), None)
+    return round(end_ms / 1000 - submitted_at, 1) if end_ms else None
+
+
+def wait_no_gpu_nodes(cloud: FakeCloud, timeout_s: float = IDLE_TIMEOUT_S) -> float:
     """Seconds until no GPU instance is left (TimeoutError after `timeout_s`)."""
     start = time.monotonic()
     wait_until(lambda: not cloud.gpu_nodes(), "release of every GPU instance", timeout_s)
@@ -125,18 +144,19 @@ def curation_from_zero(cloud: FakeCloud, timeline: Timeline, folder: Path, items
     run_dir = folder / "run"
     if cloud.gpu_nodes():
         raise RuntimeError("curation_from_zero needs a cluster with no GPU instance at the start")
-    submitted = timeline.mark("submit")
+    submitted, wall = timeline.mark("submit"), time.time()
     job = submit(cloud, curate_command(path, run_dir, overrides), wait=False)
     state = wait_terminal(cloud, job)
-    ended = timeline.mark("job end")
+    timeline.mark("job end seen")
     lost, duplicated, quarantined = count_rows(run_dir, expected)
-    idle_s = wait_no_gpu_nodes(cloud, timeline)
+    wait_no_gpu_nodes(cloud)
     timeline.mark("no GPU instance")
     first_gpu = timeline.first(lambda s: any(t in cloud.gpu_types() for t in s["nodes"]), after=submitted)
     run.figures = {"job": state, "pairs": len(expected), "rows_lost": lost, "rows_duplicated": duplicated,
                    "quarantined": quarantined,
                    "submit_to_first_gpu_node_s": None if first_gpu is None else round(first_gpu - submitted, 1),
-                   "submit_to_job_end_s": round(ended - submitted, 1), "idle_to_zero_gpu_nodes_s": round(idle_s, 1)}
+                   "submit_to_job_end_s": job_seconds(cloud, job, wall),
+                   "idle_to_zero_gpu_nodes_s": gpu_release_s(cloud, timeline, submitted)}
     run.details = {"plan_vs_launched": compare_with_plan(planned_curation(overrides, cloud.cluster_yaml),
                                                          timeline.peak("nodes"), cloud.gpu_types()),
                    "leftovers": live_leftovers(cloud), "submission": job}
@@ -176,11 +196,12 @@ def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, 
     run = ScenarioRun("preemption_mid_curation")
     path, expected = write_items(folder, items, seed=13)
     run_dir = folder / "run"
-    submitted = timeline.mark("submit")
+    submitted, wall = timeline.mark("submit"), time.time()
     job = submit(cloud, curate_command(path, run_dir, slow_unit_overrides()), wait=False)
     experts = tolerant(lambda: [a.node_id for a in pool_actors(cloud, "ExpertScorer") if a.node_id])
-    victim = wait_for(cloud, job, experts, "a live expert actor")[0]
+    wait_for(cloud, job, experts, "a live expert actor")
     wait_for_units(cloud, job, run_dir, 1)
+    victim = wait_for(cloud, job, experts, "a live expert actor")[0]   # where it runs now (it may have restarted)
     before = {n.node_id for n in cloud.gpu_nodes()}
     at_fault = finished_units(run_dir)
     notice = timeline.mark("preemption notice")
@@ -189,20 +210,23 @@ def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, 
     replacement = wait_for(cloud, job, tolerant(lambda: new_gpu_nodes(cloud, before)), "a replacement GPU instance")[0]
     replaced_at = timeline.mark("replacement up")
     state = wait_terminal(cloud, job)
-    ended = timeline.mark("job end")
-    # The pool's actor as Ray recorded it (dead now the job is over): its restarts charged to preemption
-    # (no other scenario preempts an expert actor).
-    preempted_restarts = max((a.num_restarts_due_to_node_preemption or 0
-                              for a in pool_actors(cloud, "ExpertScorer", state=None)), default=0)
+    timeline.mark("job end seen")
+    # The pools' actors as Ray recorded them (dead now the job is over): restarts charged to preemption
+    # (no other scenario preempts a curation actor).
+    preempted_restarts = {pool: max((a.num_restarts_due_to_node_preemption or 0
+                                     for a in pool_actors(cloud, pool, state=None)), default=0)
+                          for pool in ("ExpertScorer", "Captioner")}
     lost, duplicated, quarantined = count_rows(run_dir, expected)
-    idle_s = wait_no_gpu_nodes(cloud, timeline)
+    wait_no_gpu_nodes(cloud)
     timeline.mark("no GPU instance")
     run.figures = {"job": state, "pairs": len(expected), "rows_lost": lost, "rows_duplicated": duplicated,
                    "quarantined": quarantined, "units_at_fault": at_fault,
                    "units_total": len(list((run_dir / "_units").glob("*.json"))),
                    "notice_s": notice_s, "instance_lost_to_replacement_up_s": round(replaced_at - lost_at, 1),
-                   "submit_to_job_end_s": round(ended - submitted, 1), "idle_to_zero_gpu_nodes_s": round(idle_s, 1),
-                   "expert_restarts_counted_as_preemption": preempted_restarts}
+                   "submit_to_job_end_s": job_seconds(cloud, job, wall),
+                   "idle_to_zero_gpu_nodes_s": gpu_release_s(cloud, timeline, submitted),
+                   "expert_restarts_counted_as_preemption": preempted_restarts["ExpertScorer"],
+                   "caption_restarts_counted_as_preemption": preempted_restarts["Captioner"]}
     run.details = {"preempted_node": victim, "raylet_killed_at_deadline": killed is not None,
                    "replacement_node": replacement.node_id,
                    "replacement_type": replacement.ray_node_type_name, "preemption_notice_at_s": notice,

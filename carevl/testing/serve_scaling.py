@@ -189,7 +189,7 @@ def serve_under_ramp(cloud: FakeCloud, timeline: Timeline, folder: Path, ramp: R
     timeline.mark("load stops")
     cloud.cli(["serve", "shutdown", "-y", "--address", cloud.dashboard])
     deleted = timeline.mark("service deleted")
-    wait_no_gpu_nodes(cloud, timeline)
+    wait_no_gpu_nodes(cloud)
     released = timeline.mark("no GPU instance")
     windows = {"scale_up": load.window(up_from, up_to), "preemption": load.window(notice, back),
                "scale_down": load.window(down_from, down_to)}

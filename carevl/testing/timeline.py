@@ -125,6 +125,14 @@ class Timeline:
         """Time of the first sample at or after `after` for which `predicate` holds (None: never)."""
         return next((s["t"] for s in self.samples if s["t"] >= after and predicate(s)), None)
 
+    def release_s(self, busy: Callable[[dict], bool], up: Callable[[dict], bool], after: float = 0.0) -> float | None:
+        """Seconds from the last sample at or after `after` in which the work was `busy` (e.g. a GPU
+        pool actor alive or starting) to the first later sample with nothing `up` (e.g. no GPU
+        instance): how long capacity outlived its work, to one sample's precision."""
+        last_busy = max((s["t"] for s in self.samples if s["t"] >= after and busy(s)), default=after)
+        gone = self.first(lambda s: not up(s), after=last_busy)
+        return None if gone is None else round(gone - last_busy, 1)
+
     def peak(self, key: str) -> dict[str, int]:
         """Largest count seen of each node type ("nodes") or pool ("actors", "replicas")."""
         top: Counter = Counter()

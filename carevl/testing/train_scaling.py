@@ -6,13 +6,20 @@ and the group restarts on a replacement from that checkpoint (the preemption bud
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from carevl.judge.model import JudgeModel
 from carevl.testing.curation_faults import submit, wait_for, wait_terminal
 from carevl.testing.fake_cloud import FakeCloud, tolerant
-from carevl.testing.scaling_scenarios import ScenarioRun, new_gpu_nodes, wait_no_gpu_nodes
+from carevl.testing.scaling_scenarios import (
+    ScenarioRun,
+    gpu_release_s,
+    job_seconds,
+    new_gpu_nodes,
+    wait_no_gpu_nodes,
+)
 from carevl.testing.timeline import Timeline, pool_of
 from carevl.training.synthetic_pairs import write_synthetic_pairs
 
@@ -72,7 +79,7 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
     cmd = ["python", "-m", "ray_jobs.train_sft", "--input", str(folder / "curated" / "high"), "--output", str(output)]
     for override in sft_overrides():
         cmd += ["--set", override]
-    submitted = timeline.mark("submit")
+    submitted, wall = timeline.mark("submit"), time.time()
     job = submit(cloud, cmd, wait=False)
     workers = wait_for(cloud, job, tolerant(lambda: whole_group(train_worker_nodes(cloud))),
                        "the worker group on GPU instances")
@@ -85,17 +92,18 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
     replacement = wait_for(cloud, job, tolerant(lambda: new_gpu_nodes(cloud, before)), "a replacement GPU instance")[0]
     replaced = timeline.mark("replacement up")
     state = wait_terminal(cloud, job)
-    ended = timeline.mark("job end")
+    timeline.mark("job end seen")
     logs = cloud.cli(["ray", "job", "logs", job, "--address", cloud.dashboard], check=False)
     summary = json.loads((output / "summary.json").read_text()) if (output / "summary.json").is_file() else {}
-    idle_s = wait_no_gpu_nodes(cloud, timeline)
+    wait_no_gpu_nodes(cloud)
     timeline.mark("no GPU instance")
     run.figures = {"job": state, "pairs_high": pairs["high"], "step_at_preemption": step,
                    "resumed_from_step": summary.get("resumed_from_step"), "global_step": summary.get("global_step"),
                    "restarts_charged_to_preemption": logs.count(PREEMPTION_LOG),
                    "submit_to_worker_group_up_s": round(placed - submitted, 1),
                    "instance_lost_to_replacement_up_s": round(replaced - lost, 1),
-                   "submit_to_job_end_s": round(ended - submitted, 1), "idle_to_zero_gpu_nodes_s": round(idle_s, 1)}
+                   "submit_to_job_end_s": job_seconds(cloud, job, wall),
+                   "idle_to_zero_gpu_nodes_s": gpu_release_s(cloud, timeline, submitted)}
     run.details = {"worker_nodes": workers, "preempted_node": workers[0],
                    "raylet_killed_at_deadline": killed is not None,
                    "replacement_node": replacement.node_id, "replacement_type": replacement.ray_node_type_name,
