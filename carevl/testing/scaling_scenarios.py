@@ -77,12 +77,14 @@ def planned_curation(overrides: list[str], cluster_yaml: Path) -> list[dict[str,
     return rows
 
 
-def compare_with_plan(plan: list[dict], launched: dict[str, int], gpu_types: set[str]) -> dict[str, Any]:
-    """The GPU instances the autoscaler launched against the plan: every launched GPU type must be one
-    the plan says the models fit; the GPUs launched against the GPUs the pools ask for."""
+def compare_with_plan(plan: list[dict], launched: dict[str, int], gpus_per_type: dict[str, int]) -> dict[str, Any]:
+    """The GPU instances the autoscaler launched (peak count per type) against the plan: every launched
+    GPU type must be one the plan says the models fit; the GPUs launched against the GPUs the pools ask
+    for."""
     fitting = set().union(*(row["fits"] for row in plan)) if plan else set()
-    launched_gpu = {t: n for t, n in launched.items() if t in gpu_types}
+    launched_gpu = {t: n for t, n in launched.items() if gpus_per_type.get(t)}
     return {"plan": plan, "launched_gpu_instances": launched_gpu,
+            "launched_gpus": sum(n * gpus_per_type[t] for t, n in launched_gpu.items()),
             "launched_types_the_plan_allows": sorted(set(launched_gpu) & fitting),
             "launched_types_the_plan_rules_out": sorted(set(launched_gpu) - fitting),
             "gpus_asked_by_pools": sum(row["gpus"] for row in plan),
@@ -157,8 +159,9 @@ def curation_from_zero(cloud: FakeCloud, timeline: Timeline, folder: Path, items
                    "submit_to_first_gpu_node_s": None if first_gpu is None else round(first_gpu - submitted, 1),
                    "submit_to_job_end_s": job_seconds(cloud, job, wall),
                    "idle_to_zero_gpu_nodes_s": gpu_release_s(cloud, timeline, submitted)}
+    gpus_per_type = {name: t["resources"].get("GPU", 0) for name, t in cloud.types().items()}
     run.details = {"plan_vs_launched": compare_with_plan(planned_curation(overrides, cloud.cluster_yaml),
-                                                         timeline.peak("nodes"), cloud.gpu_types()),
+                                                         timeline.peak("nodes"), gpus_per_type),
                    "leftovers": live_leftovers(cloud), "submission": job}
     return run
 

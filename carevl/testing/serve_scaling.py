@@ -173,7 +173,7 @@ def serve_under_ramp(cloud: FakeCloud, timeline: Timeline, folder: Path, ramp: R
         up_to = timeline.mark(f"{ramp.replicas} replicas")
         before = set(wait_until(lambda: replica_nodes(cloud), "replica nodes", 120))
         notice = timeline.mark("preemption notice")
-        victim = sorted(before)[-1]
+        victim = sorted(before)[0]   # the first instance launched: its replica has served longest
         killed = cloud.preempt(victim, notice_s=notice_s)
         timeline.mark("instance lost")
         wait_until(lambda: len(set(replica_nodes(cloud)) - before) >= 1 and len(replica_nodes(cloud)) >= ramp.replicas,

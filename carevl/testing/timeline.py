@@ -159,7 +159,7 @@ def _series(samples: list[dict], key: str, name: str) -> list[int]:
     return [s[key].get(name, 0) for s in samples]
 
 
-def plot(timeline: dict[str, Any], path: Path, title: str) -> None:
+def plot(timeline: dict[str, Any], path: Path, title: str, dpi: int = 110) -> None:
     """Top: instances by node type (dashed: launches pending). Bottom: live actors of the GPU pools and
     Serve replicas (dashed: waiting to start or restarting). Events are vertical lines on both,
     labelled at the top."""
@@ -195,5 +195,5 @@ def plot(timeline: dict[str, Any], path: Path, title: str) -> None:
     bottom.set_xlabel("seconds")
     top.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
