@@ -2,8 +2,9 @@
 
 Error contract (never a 500 for a client's mistake): malformed JSON or fields -> 422 naming the field;
 an undecodable or disallowed image -> 400; a body, image, batch or prompt over its limit -> 413;
-a missing or wrong bearer token -> 401. Overload (503) is answered by Ray Serve's proxy before the
-request reaches this app (`max_queued_requests`). Every error body is an `ErrorBody`.
+a missing or wrong bearer token -> 401; a body that did not arrive in full -> 503 with Retry-After (sent
+again, it is served). Overload (503) is answered by Ray Serve's proxy before the request reaches this app
+(`max_queued_requests`). Every error body is an `ErrorBody`.
 """
 from __future__ import annotations
 
@@ -109,6 +110,13 @@ def _field_of(error: dict) -> str:
     return ".".join(parts) or "body"
 
 
+def _body_not_received(exc: StarletteHTTPException) -> bool:
+    """FastAPI answers 400 to any failure while it reads the body. Bytes that arrived but do not decode
+    are the caller's mistake (a ValueError); a body that never arrived in full is not: the connection
+    dropped, or the Serve proxy holding the stream went away (a node drained for preemption)."""
+    return exc.__cause__ is not None and not isinstance(exc.__cause__, ValueError)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -132,6 +140,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         # BodyTooLarge (a streamed body over the limit), or 404/405 for unknown routes and methods.
         if exc.status_code == 413:
             return _error(413, "body_too_large", str(exc.detail), field="body")
+        if exc.status_code == 400 and _body_not_received(exc):
+            return _error(503, "body_not_received", "the request body did not arrive in full (the connection, "
+                          "or the node carrying it, went away); send it again", headers={"Retry-After": "1"})
         return _error(exc.status_code, "http_error", str(exc.detail), headers=exc.headers)
 
     @app.exception_handler(AuthError)

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID, FAKE_HEAD_NODE_TYPE
+
 from carevl.config import REPO_ROOT
 from carevl.planning.nodes import read_cluster_yaml
 from carevl.testing.cluster import LocalCluster
@@ -42,11 +44,11 @@ from carevl.testing.cluster import LocalCluster
 T = TypeVar("T")
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
 PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
-HEAD_TYPE = "ray.head.default"      # the fake provider tags its head with this type name
-FAKE_HEAD_ID = "f" * 51 + "00000"   # ... and this node id (autoscaler v2 matches the head by it)
+# The type name and node id the fake provider gives its head (autoscaler v2 matches the head by the id).
+HEAD_TYPE, FAKE_HEAD_ID = FAKE_HEAD_NODE_TYPE, FAKE_HEAD_NODE_ID
 
 TIME_SCALE = 60.0           # a minute of the cluster's delays is a second here
-SIZE_SCALE = 16.0           # CPUs and memory of an instance type, divided
+SIZE_SCALE = 16.0           # CPUs of an instance type (and of a replica), divided
 MAX_NODES_PER_TYPE = 3
 MAX_WORKERS = 4
 OBJECT_STORE_BYTES = 256 * 2**20   # per instance (Ray's default is 30% of the machine's RAM each)

@@ -191,7 +191,7 @@ def pool_actors(cloud: FakeCloud, pool: str, state: str | None = "ALIVE") -> lis
             if pool_of(a.class_name or "") == ("actors", pool)]
 
 
-def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, items: int = 10,
+def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, items: int = 24,
                             notice_s: float = 2.0) -> ScenarioRun:
     """(b) The GPU instance of the expert pool is preempted (drained with reason PREEMPTION, its
     raylet killed at the deadline) right after the first unit is published: the autoscaler launches a
@@ -202,9 +202,9 @@ def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, 
     submitted, wall = timeline.mark("submit"), time.time()
     job = submit(cloud, curate_command(path, run_dir, slow_unit_overrides()), wait=False)
     experts = tolerant(lambda: [a.node_id for a in pool_actors(cloud, "ExpertScorer") if a.node_id])
-    wait_for(cloud, job, experts, "a live expert actor")
+    victim = wait_for(cloud, job, experts, "a live expert actor")[0]
     wait_for_units(cloud, job, run_dir, 1)
-    victim = wait_for(cloud, job, experts, "a live expert actor")[0]   # where it runs now (it may have restarted)
+    victim = (experts() or [victim])[0]   # where it runs now: it may have restarted since
     before = {n.node_id for n in cloud.gpu_nodes()}
     at_fault = finished_units(run_dir)
     notice = timeline.mark("preemption notice")
