@@ -27,6 +27,7 @@ from carevl.planning.shapes import ModelShape, ShapeUnknown, dtype_bytes, model_
 
 log = logging.getLogger("carevl.planning")
 STAGES = ("curate", "sft", "refine", "dpo")
+CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")   # TRL's names, newer first
 
 
 class PlacementError(ValueError):
@@ -91,16 +92,26 @@ def stage_needs(config: CarevlConfig, stage: str) -> list[Need]:
     return needs
 
 
+def recomputes_activations(trainer: dict, default: bool = True) -> bool:
+    """Whether a stage's `trainer` section checkpoints activations: `activation_checkpointing`, else its
+    older name `gradient_checkpointing`, else `default` (TRL's, on)."""
+    for key in CHECKPOINTING_KEYS:
+        if trainer.get(key) is not None:
+            return bool(trainer[key])
+    return default
+
+
 def _training_footprint(stage: str, section: TrainStageConfig, spec: ModelSpec, shape: ModelShape,
                         nbytes: int) -> Footprint:
     """One Ray Train worker of `stage`: a whole replica, or its shard under `sharding: fsdp`."""
     trainer = section.trainer
     lora = section.lora.r if section.lora else None
-    kwargs = dict(micro_batch=int(trainer.get("per_device_train_batch_size", 8)),
+    rows = int(trainer.get("per_device_train_batch_size", 8))
+    # TRL's DPO runs a row's chosen and rejected answers through the model as one batch of 2 x rows sequences.
+    kwargs = dict(micro_batch=rows * (2 if stage == "dpo" else 1),
                   max_length=int(trainer.get("max_length", spec.max_length)),
                   trainable=trainable_params(shape, section.freeze_vision, lora),
-                  gradient_checkpointing=bool(trainer.get("activation_checkpointing",
-                                                          trainer.get("gradient_checkpointing", False))))
+                  gradient_checkpointing=recomputes_activations(trainer))
     reference = stage == "dpo" and lora is None
     if section.sharding == "none":
         return training_footprint(shape, nbytes, reference_copy=reference, **kwargs)

@@ -25,18 +25,13 @@ from accelerate.state import PartialState
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from carevl.config.stages import TrainStageConfig
-
-CHECKPOINTING_KEYS = ("activation_checkpointing", "gradient_checkpointing")
-
+from carevl.planning.placement import CHECKPOINTING_KEYS, recomputes_activations
 
 def activation_checkpointing(trainer_cls_config: type, trainer: dict[str, Any]) -> bool:
     """Whether the stage recomputes activations: `activation_checkpointing` or its older alias
     `gradient_checkpointing` from `<stage>.trainer`, else the TRL config's default (True in TRL)."""
-    for key in CHECKPOINTING_KEYS:
-        if trainer.get(key) is not None:
-            return bool(trainer[key])
     defaults = {f.name: f.default for f in dataclasses.fields(trainer_cls_config)}
-    return bool(defaults.get("gradient_checkpointing") or False)
+    return recomputes_activations(trainer, default=bool(defaults.get("gradient_checkpointing") or False))
 
 
 def fsdp_fields(stage: TrainStageConfig, config_cls: type) -> dict[str, Any]:

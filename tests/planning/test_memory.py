@@ -9,7 +9,8 @@ from carevl.config import ConfigError, load_config
 from carevl.planning import check_placement
 from carevl.planning.memory import decoder_layer_params, sharded_training_footprint, training_footprint
 from carevl.planning.nodes import GB
-from carevl.planning.shapes import ModelShape, shape_from_table
+from carevl.planning.placement import footprint_of, recomputes_activations, stage_needs
+from carevl.planning.shapes import ModelShape, model_shape, shape_from_table
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = REPO / "configs" / "paper.yaml"
@@ -66,3 +67,29 @@ def test_sharding_needs_workers_and_full_fine_tuning():
         load_config(PAPER, ["sft.num_workers=1"])
     with pytest.raises(ConfigError, match="full fine-tuning"):
         load_config(PAPER, ["dpo.lora={r: 16}"])
+
+
+def _worker_footprint(overrides: list[str], stage: str):
+    """The planner's footprint of one `stage` worker of the paper preset with `overrides` (no fit check)."""
+    config = load_config(PAPER, overrides)
+    [need] = stage_needs(config, stage)
+    need.shape = model_shape(need.spec, config.paths.model_cache_dir())
+    return footprint_of(need, config)
+
+
+def test_dpo_counts_chosen_and_rejected_in_one_forward():
+    """TRL's DPO forwards each row's chosen and rejected answers together: one DPO row per worker holds the
+    activations of two SFT rows (the paper preset's SFT and DPO share length and checkpointing)."""
+    sft = _worker_footprint(["sft.sharding=none", "sft.trainer.per_device_train_batch_size=2"], "sft")
+    dpo = _worker_footprint(["dpo.sharding=none", "dpo.trainer.per_device_train_batch_size=1"], "dpo")
+    one_sft_row = _worker_footprint(["sft.sharding=none", "sft.trainer.per_device_train_batch_size=1"], "sft")
+    assert dpo.activations == pytest.approx(sft.activations) and dpo.activations > one_sft_row.activations
+
+
+def test_activation_checkpointing_follows_the_trainer_section_else_trl_default():
+    assert recomputes_activations({}) is True  # TRL's default (tests/training/test_common.py checks TRL)
+    assert recomputes_activations({"gradient_checkpointing": False}) is False
+    assert recomputes_activations({"activation_checkpointing": False, "gradient_checkpointing": True}) is False
+    on = _worker_footprint(["sft.trainer.gradient_checkpointing=null"], "sft")
+    off = _worker_footprint(["sft.trainer.gradient_checkpointing=false"], "sft")
+    assert on.activations < off.activations

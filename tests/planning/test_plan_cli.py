@@ -65,7 +65,7 @@ def test_mfu_and_prices_are_overridable(paper_plan, tmp_path):
     job_status(main, ARGS + ["--output", str(tmp_path), "--set", "planning.mfu.train=0.7",
                  "--set", "planning.prices.gpu_8x_h100_80g=110.08"])
     plan = json.loads((tmp_path / "plan.json").read_text())
-    # DPO: its sharded worker (44.5 GB) fits only the 80 GB nodes, so the dearer H100 stays its node type
+    # DPO: its sharded worker (52.0 GB) fits only the 80 GB nodes, so the dearer H100 stays its node type
     # (sharded SFT also fits a 48 GB L40S, which the doubled H100 price would make the cheaper choice).
     assert plan["stages"]["dpo"]["gpu_hours"] == pytest.approx(base["stages"]["dpo"]["gpu_hours"] / 2)
     [w] = [w for w in plan["work"] if w["stage"] == "dpo"]

@@ -4,7 +4,8 @@ from trl import DPOConfig, SFTConfig
 
 from carevl.config import ConfigError, LoraSpec, load_config
 from carevl.models.specs import judge_spec
-from carevl.training import common
+from carevl.planning.placement import recomputes_activations
+from carevl.training import common, sharding
 from carevl.training.freeze import freeze_vision, vision_encoder, vision_parameter_names
 
 
@@ -47,6 +48,15 @@ def test_sharding_derives_trl_fsdp_fields(tmp_path, repo_root):
     for key in ("fsdp", "fsdp_config", "deepspeed"):
         with pytest.raises(ConfigError, match=rf"dpo\.trainer\.{key}: set through dpo\.sharding"):
             common.trl_args(DPOConfig, "dpo", {key: True}, output_dir=str(tmp_path))
+
+
+def test_planner_assumes_trls_activation_checkpointing():
+    """The planner's memory (`carevl.planning`, no TRL import) reads a trainer section's checkpointing as the
+    training job does, TRL's default included."""
+    for cls in (SFTConfig, DPOConfig):
+        for trainer in ({}, {"gradient_checkpointing": False}, {"activation_checkpointing": True,
+                                                                 "gradient_checkpointing": False}):
+            assert sharding.activation_checkpointing(cls, trainer) is recomputes_activations(trainer)
 
 
 @pytest.fixture(scope="module")
