@@ -4,12 +4,13 @@
                                       [--batch 4] [--keep DIR] [--json FILE]
 
 For every judge and stage, two Ray Train runs on this machine's CPU, one after the other in the same Ray
-(2 workers, gloo, the same data, seed and effective batch): `sharding: none` (each worker a whole
-replica, DDP) and `sharding: fsdp`. A sampler reads RSS and PSS of every Ray Train worker process every
-0.25 s; reported per run: the peak over workers and time. The ratio fsdp / none is the figure; the
-difference none - fsdp is shown next to what the planner predicts for it (`carevl.planning.memory`
-at the same shapes, batch and length). Both runs must also agree: the largest relative difference of
-the logged losses and the largest absolute difference of the saved weights are printed.
+(2 workers, gloo, the same data, seed and effective batch of `--batch` sequences per worker and step):
+`sharding: none` (each worker a whole replica, DDP) and `sharding: fsdp`. A sampler reads RSS and PSS of
+every Ray Train worker process every 0.25 s; reported per run: the peak over workers and time. The ratio
+fsdp / none is the figure; the difference none - fsdp is shown next to what the planner predicts for it
+(`carevl.planning.memory` at the same shapes, batch and length). Both runs must also agree: the largest
+relative difference of the logged losses and the largest absolute difference of the saved weights are
+printed.
 
 Then the paper preset's planned per-worker GPU memory of SFT and DPO on cluster.yaml, sharded (the
 preset) and unsharded, and whether each stage places (the exit status of `ray_jobs.plan` follows it).
@@ -64,9 +65,12 @@ class WorkerMemory:
 
 
 def _config(judge: str, stage: str, mode: str, steps: int, batch: int):
+    """`batch` sequences per worker and step: SFT rows, or half as many DPO rows (a row is a chosen and a
+    rejected answer, forwarded together)."""
     from carevl.config import load_config
 
-    trainer = {"max_steps": steps, "save_steps": steps, "per_device_train_batch_size": batch, "logging_steps": 1,
+    rows = batch if stage == "sft" else max(1, batch // 2)
+    trainer = {"max_steps": steps, "save_steps": steps, "per_device_train_batch_size": rows, "logging_steps": 1,
                "bf16": False, "gradient_checkpointing": False, "learning_rate": 1e-4}
     return load_config(overrides=[f"models.judge.path={judge}", f"{stage}.num_workers=2", f"{stage}.sharding={mode}"]
                        + [f"{stage}.trainer.{k}={v}" for k, v in trainer.items()])
@@ -154,7 +158,7 @@ def main() -> None:
     parser.add_argument("--judge", nargs="+", default=["tiny:vlm_micro", "tiny:vlm"])
     parser.add_argument("--stages", nargs="+", choices=("sft", "dpo"), default=["sft", "dpo"])
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=4, help="rows per worker and step")
+    parser.add_argument("--batch", type=int, default=4, help="sequences per worker and step (DPO: half as many rows)")
     parser.add_argument("--keep", default=None, help="write the runs under this folder and keep them")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
@@ -168,6 +172,8 @@ def main() -> None:
         for judge in args.judge:
             for stage in args.stages:
                 rows.append(measure(judge, stage, args.steps, args.batch, root))
+                if args.json:  # kept as it grows: a later run that fails leaves the earlier rows
+                    Path(args.json).write_text(json.dumps({"runs": rows}, indent=1))
                 r = rows[-1]
                 print(f"{judge:15s} {stage:4s} peak RSS MiB none {_mib(r['none']['peak_rss'])} fsdp "
                       f"{_mib(r['fsdp']['peak_rss'])} ratio {r['rss_ratio']:.3f} | PSS ratio {r['pss_ratio']:.3f} | "
