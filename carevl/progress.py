@@ -84,7 +84,8 @@ def fit_width(text: str, width: int) -> str:
 class StageProgress:
     """The live progress line of one stage; `feed` every output line, `done` when the stage ends."""
 
-    def __init__(self, name: str, out: TextIO = sys.stdout, interval_s: float = 15.0) -> None:
+    def __init__(self, name: str, out: TextIO | None = None, interval_s: float = 15.0) -> None:
+        out = sys.stdout if out is None else out  # read when the stage starts: stdout may be redirected
         self.name, self.out, self.interval_s = name, out, interval_s
         self.live = out.isatty()
         self.start = time.monotonic()

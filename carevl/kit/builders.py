@@ -69,8 +69,8 @@ _FAMILY_EXTRA = {"gemma2": dict(query_pre_attn_scalar=32, sliding_window=256)}
 # (category weights in `carevl.data.synth.CATEGORIES` order), so that their errors differ.
 EXPERT_RECIPES = {
     "rm_llama": ("llama", ExpertRecipe(seed=11, items=900, label_noise=0.05, caption_noise=0.10)),
-    "rm_qwen2": ("qwen2", ExpertRecipe(seed=12, items=900, label_noise=0.15, caption_noise=0.05,
-                                       category_weights=(0.5, 1.0, 1.0, 1.0))),
+    "rm_qwen2": ("qwen2", ExpertRecipe(seed=12, items=900, label_noise=0.05, caption_noise=0.05,
+                                       category_weights=(0.5, 1.0, 1.0, 1.0), learning_rate=1e-3)),
     "rm_gemma2": ("gemma2", ExpertRecipe(seed=13, label_noise=0.10, caption_noise=0.20,
                                          category_weights=(1.0, 0.5, 1.0, 1.0))),
     "rm_mistral": ("mistral", ExpertRecipe(seed=14, label_noise=0.20, caption_noise=0.10,
@@ -261,6 +261,12 @@ def _build_scorer(out: Path, sources: Sources, recipe: KitRecipe) -> dict:
 _BUILDERS = {"vlm": _build_vlm, "vlm_micro": _build_vlm_micro, "scorer": _build_scorer,
              **{role: partial(_build_micro_reward, role) for role in EXPERT_RECIPES}}
 ROLE_NAMES = tuple(_BUILDERS)
+
+
+def role_design(role: str) -> str | None:
+    """What a finished build of `role` must have been built from beyond the kit version: an expert's
+    recipe (editing one rebuilds that expert only); None for the other roles."""
+    return f"{zlib.crc32(repr(EXPERT_RECIPES[role]).encode()):08x}" if role in EXPERT_RECIPES else None
 
 
 def build_role(role: str, out: Path, sources: Sources, recipe: KitRecipe = FULL) -> dict:

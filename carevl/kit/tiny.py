@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from carevl.kit.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress  # noqa: F401
+from carevl.kit.builders import RECIPES, Sources, build_role, find_smollm_gguf, log_progress, role_design  # noqa: F401
 from carevl.models.loading import TINY_MARKER, TINY_PREFIX
 
 KIT_VERSION = 6
@@ -54,10 +54,10 @@ def read_marker(folder: Path) -> dict:
 
 
 def is_built(folder: Path, role: str, recipe: str = "full") -> bool:
-    """True when `folder` holds a finished build of `role` by this kit version and recipe."""
+    """True when `folder` holds a finished build of `role` by this kit version, recipe and design."""
     marker = read_marker(folder)
     return (marker.get("role") == role and marker.get("kit_version") == KIT_VERSION
-            and marker.get("recipe") == recipe)
+            and marker.get("recipe") == recipe and marker.get("design") == role_design(role))
 
 
 @contextlib.contextmanager
@@ -76,7 +76,7 @@ def _build_role(role: str, folder: Path, sources, recipe: str) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
     log = build_role(role, partial, sources, RECIPES[recipe])
-    marker = {"role": role, "kit_version": KIT_VERSION, "recipe": recipe,
+    marker = {"role": role, "kit_version": KIT_VERSION, "recipe": recipe, "design": role_design(role),
               "build_seconds": round(time.perf_counter() - started, 2), **log}
     (partial / MARKER).write_text(json.dumps(marker, indent=2) + "\n")  # written last: the folder is complete
     shutil.rmtree(folder, ignore_errors=True)

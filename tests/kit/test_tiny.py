@@ -96,6 +96,19 @@ def test_folder_without_marker_is_rebuilt(tmp_path):
     assert model.config.num_labels == 1
 
 
+def test_an_edited_expert_recipe_rebuilds_that_expert_only(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from carevl.kit import builders
+
+    folders = tiny.build_tiny_models(tmp_path, ["rm_qwen2", "rm_gemma2"], recipe="quick")
+    family, recipe = builders.EXPERT_RECIPES["rm_qwen2"]
+    edited = {**builders.EXPERT_RECIPES, "rm_qwen2": (family, replace(recipe, label_noise=recipe.label_noise + 0.01))}
+    monkeypatch.setattr(builders, "EXPERT_RECIPES", edited)
+    assert not tiny.is_built(folders["rm_qwen2"], "rm_qwen2", "quick")
+    assert tiny.is_built(folders["rm_gemma2"], "rm_gemma2", "quick")
+
+
 def test_builds_are_deterministic(tmp_path):
     digests = []
     for sub in ("a", "b"):

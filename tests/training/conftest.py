@@ -95,7 +95,7 @@ def train_workers(root_pid: int) -> list:
     workers = []
     for child in psutil.Process(root_pid).children(recursive=True):
         try:
-            if child.cmdline()[:1] == ["ray::RayTrainWorker"]:
+            if child.cmdline()[:1] and child.cmdline()[0].startswith("ray::RayTrainWorker"):
                 workers.append(child)
         except psutil.Error:
             continue

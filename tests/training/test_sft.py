@@ -39,6 +39,17 @@ def _wait_for_step(checks, proc, out, above: int, timeout_s=600) -> int | None:
     return None
 
 
+def _train_workers_of(checks, proc, timeout_s=30) -> list:
+    """The job's Ray Train worker processes (of its own local Ray), waited for while the job runs: a
+    worker group between attempts has none for a moment."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if workers := checks.train_workers(proc.pid):
+            return workers
+        time.sleep(0.2)
+    return []
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_pairs, tmp_path, repo_root):
@@ -61,9 +72,9 @@ def test_sft_survives_a_kill_and_saves_a_trained_loadable_model(checks, curated_
         proc = subprocess.Popen(cmd, cwd=repo_root, start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         try:
             worker_killed_at = _wait_for_step(checks, proc, out, above=job_killed_at)
-            if worker_killed_at is not None:
-                workers = checks.train_workers(proc.pid)  # of the job's own local Ray
-                assert workers, "no Ray Train worker process found"
+            if worker_killed_at is not None and worker_killed_at < MAX_STEPS:
+                workers = _train_workers_of(checks, proc)
+                assert workers, ("no Ray Train worker process found", (tmp_path / "rerun.log").read_text()[-3000:])
                 workers[-1].kill()
             returncode = proc.wait(timeout=900)
         finally:
