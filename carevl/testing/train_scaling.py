@@ -86,7 +86,7 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
     placed = timeline.mark("worker group up")
     step = max(wait_for(cloud, job, lambda: registered_steps(output), "a registered checkpoint"))
     before = {n.node_id for n in cloud.gpu_nodes()}
-    notice = timeline.mark(f"preemption notice (checkpoint {step})")
+    timeline.mark(f"preemption notice (checkpoint {step})")
     killed = cloud.preempt(workers[0], notice_s=notice_s)
     lost = timeline.mark("instance lost")
     replacement = wait_for(cloud, job, tolerant(lambda: new_gpu_nodes(cloud, before)), "a replacement GPU instance")[0]
@@ -99,7 +99,7 @@ def sft_with_preemption(cloud: FakeCloud, timeline: Timeline, folder: Path, noti
     timeline.mark("no GPU instance")
     run.figures = {"job": state, "pairs_high": pairs["high"], "step_at_preemption": step,
                    "resumed_from_step": summary.get("resumed_from_step"), "global_step": summary.get("global_step"),
-                   "restarts_charged_to_preemption": logs.count(PREEMPTION_LOG),
+                   "preemption_failure_log_lines": logs.count(PREEMPTION_LOG),  # lines, not restarts
                    "submit_to_worker_group_up_s": round(placed - submitted, 1),
                    "instance_lost_to_replacement_up_s": round(replaced - lost, 1),
                    "submit_to_job_end_s": job_seconds(cloud, job, wall),
