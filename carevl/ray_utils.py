@@ -13,6 +13,7 @@ import ray
 import torch
 
 from carevl.config import CarevlConfig, ModelSpec, Resources
+from carevl.planning.nodes import launchable_node_types
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -131,8 +132,7 @@ def check_fits(pools: list[dict[str, Any]], task_num_cpus: float, job: str = "cu
     shortfall = (f"{job} needs at least {need_cpu:.2f} CPU / {need_gpu:.2f} GPU at once (actor pools at their "
                  f"minimum size plus one task); the cluster has {have.get('CPU', 0):.2f} CPU / "
                  f"{have.get('GPU', 0):.2f} GPU now")
-    record = ray._private.state.state.get_cluster_config()
-    types = sorted(g.name for g in record.node_group_configs if g.max_count) if record else []
+    types = sorted(t.name for t in launchable_node_types())
     if types:
         log.info("%s; waiting for the autoscaler to add nodes (types it may launch: %s)", shortfall, ", ".join(types))
     else:

@@ -129,6 +129,12 @@ def from_autoscaler_record(record: autoscaler_pb2.ClusterConfig | None) -> list[
     return types
 
 
+def launchable_node_types() -> list[NodeType]:
+    """The node types the running cluster's autoscaler may launch, from the record it published in the
+    GCS (`publish_node_types`); [] when none was published or Ray is not running."""
+    return from_autoscaler_record(ray._private.state.state.get_cluster_config()) if ray.is_initialized() else []
+
+
 def _gpu_by_accelerator(resources: dict) -> dict:
     """GPU facts from Ray's `accelerator_type:<name>` resource, matched against the instance table."""
     names = [k.split(":", 1)[1] for k in resources if k.startswith("accelerator_type:")]
@@ -189,7 +195,7 @@ def node_types(config: CarevlConfig, cluster: str | None = None, measure: bool =
     if source:
         return from_cluster_yaml(source, config.planning.prices)
     if ray.is_initialized():
-        types = from_autoscaler_record(ray._private.state.state.get_cluster_config()) or from_ray_cluster(ray.nodes())
+        types = launchable_node_types() or from_ray_cluster(ray.nodes())
         if types:
             return types
     return [this_machine(measure)]
