@@ -48,13 +48,18 @@ def write_items(folder: Path, items: int, seed: int) -> tuple[Path, list[str]]:
 FAULT_ITEMS = 24  # enough units that the last ones are still running seconds after the first one
 
 
-def curate_command(items: Path, run_dir: Path) -> list[str]:
-    cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
-    # One item per unit and per model call, so units finish one by one and a fault lands mid-run; the
-    # preset's full caption length (96 tokens) keeps each unit a fraction of a second long, where the
-    # micro models would otherwise finish every unit within a second of the first one.
+def slow_unit_overrides() -> list[str]:
+    """One item per unit and per model call, so units finish one by one and a fault lands mid-run; the
+    preset's full caption length (96 tokens) keeps each unit a fraction of a second long, where the
+    micro models would otherwise finish every unit within a second of the first one."""
     fast = [o for o in tiny_overrides(unit_items=1) if not o.startswith("models.vlm.generation.max_new_tokens")]
-    for override in fast + ["models.vlm.resources.batch_size=1", "models.rm_llama.resources.batch_size=1"]:
+    return fast + ["models.vlm.resources.batch_size=1", "models.rm_llama.resources.batch_size=1"]
+
+
+def curate_command(items: Path, run_dir: Path, overrides: list[str] | None = None) -> list[str]:
+    """`python -m ray_jobs.curate` on `items` into `run_dir` with `overrides` (default: slow units)."""
+    cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
+    for override in slow_unit_overrides() if overrides is None else overrides:
         cmd += ["--set", override]
     return cmd
 
@@ -108,8 +113,8 @@ def wait_for(cluster: LocalCluster, job_id: str, probe: Callable[[], Any], what:
     deadline, asked = time.monotonic() + timeout_s, time.monotonic()
     while not (found := probe()):
         if time.monotonic() - asked > status_every_s:
-            if status(cluster, job_id) in TERMINAL:
-                raise RuntimeError(f"job {job_id} ended before {what}")
+            if (state := status(cluster, job_id)) in TERMINAL:
+                raise RuntimeError(f"job {job_id} ended ({state}) before {what}")
             asked = time.monotonic()
         if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} after {timeout_s}s")

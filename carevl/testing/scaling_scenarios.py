@@ -15,8 +15,10 @@ from carevl.config import load_config
 from carevl.planning.cost import best_node
 from carevl.planning.nodes import from_cluster_yaml
 from carevl.planning.placement import plan_stage
+from carevl.testing import curation_faults
 from carevl.testing.curation_faults import (
     count_rows,
+    curate_command,
     finished_units,
     status,
     submit,
@@ -49,18 +51,8 @@ def curation_overrides(unit_items: int) -> list[str]:
 
 
 def slow_unit_overrides() -> list[str]:
-    """One item per unit and per model call at the preset's full caption length, so that units finish
-    one by one over tens of seconds and a fault lands mid-run (the micro models would otherwise
-    finish every unit within a second of the first one)."""
-    fast = [o for o in tiny_overrides(unit_items=1) if not o.startswith("models.vlm.generation.max_new_tokens")]
-    return fast + GPU_OVERRIDES + ["models.vlm.resources.batch_size=1", f"models.{EXPERTS[0]}.resources.batch_size=1"]
-
-
-def curate_command(items: Path, run_dir: Path, overrides: list[str]) -> list[str]:
-    cmd = ["python", "-m", "ray_jobs.curate", "--input", str(items), "--output", str(run_dir)]
-    for override in overrides:
-        cmd += ["--set", override]
-    return cmd
+    """The slow units of the cluster fault scenarios, with the GPU requests of this tier."""
+    return curation_faults.slow_unit_overrides() + GPU_OVERRIDES
 
 
 def planned_curation(overrides: list[str], cluster_yaml: Path) -> list[dict[str, Any]]:
@@ -162,8 +154,14 @@ def curation_from_zero(cloud: FakeCloud, timeline: Timeline, folder: Path, items
     gpus_per_type = {name: t["resources"].get("GPU", 0) for name, t in cloud.types().items()}
     run.details = {"plan_vs_launched": compare_with_plan(planned_curation(overrides, cloud.cluster_yaml),
                                                          timeline.peak("nodes"), gpus_per_type),
-                   "leftovers": live_leftovers(cloud), "submission": job}
+                   "leftovers": live_leftovers(cloud), "submission": job,
+                   "logs": job_logs(cloud, job) if state != "SUCCEEDED" else ""}
     return run
+
+
+def job_logs(cloud: FakeCloud, job: str, tail: int = 4000) -> str:
+    """The last `tail` characters of a job's driver log (`ray job logs`), for a failure's cause."""
+    return cloud.cli(["ray", "job", "logs", job, "--address", cloud.dashboard], check=False)[-tail:]
 
 
 def infeasible_stage(cloud: FakeCloud, folder: Path, gpus: int) -> ScenarioRun:
@@ -177,7 +175,7 @@ def infeasible_stage(cloud: FakeCloud, folder: Path, gpus: int) -> ScenarioRun:
     wait_until(lambda: status(cloud, job) in ("FAILED", "SUCCEEDED", "STOPPED"), "end of the job", 120)
     run.figures = {"job": status(cloud, job), "submit_to_end_s": round(time.monotonic() - start, 1),
                    "gpu_nodes_launched": len(cloud.gpu_nodes())}
-    run.details = {"logs": cloud.cli(["ray", "job", "logs", job, "--address", cloud.dashboard], check=False)[-4000:]}
+    run.details = {"logs": job_logs(cloud, job)}
     return run
 
 
@@ -191,20 +189,29 @@ def pool_actors(cloud: FakeCloud, pool: str, state: str | None = "ALIVE") -> lis
             if pool_of(a.class_name or "") == ("actors", pool)]
 
 
-def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, items: int = 24,
+def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, items: int = 64,
                             notice_s: float = 2.0) -> ScenarioRun:
-    """(b) The GPU instance of the expert pool is preempted (drained with reason PREEMPTION, its
+    """(b) The GPU instance of the caption pool is preempted (drained with reason PREEMPTION, its
     raylet killed at the deadline) right after the first unit is published: the autoscaler launches a
-    replacement, Ray Data restarts the pool's actor there, and the job ends with one row per pair."""
+    replacement, Ray restarts the pool's actor there, and the job ends with one row per pair.
+
+    Why the caption pool: the only other GPU instance holds the expert pool, which scores behind the
+    captions and so cannot finish (and free its instance) before the lost captions are made again;
+    the restarted actor needs a new instance whatever the timing. Struck instead, the expert pool's
+    actor would find the caption pool's instance free whenever captioning ended before Ray marked the
+    lost node dead (health checks, seconds), and no replacement would come. `items` is enough that
+    captioning is still under way when the first unit is published (checked: the struck actor must be
+    restarted, `caption_restarts_counted_as_preemption`)."""
     run = ScenarioRun("preemption_mid_curation")
     path, expected = write_items(folder, items, seed=13)
     run_dir = folder / "run"
     submitted, wall = timeline.mark("submit"), time.time()
     job = submit(cloud, curate_command(path, run_dir, slow_unit_overrides()), wait=False)
-    experts = tolerant(lambda: [a.node_id for a in pool_actors(cloud, "ExpertScorer") if a.node_id])
-    victim = wait_for(cloud, job, experts, "a live expert actor")[0]
+    captioners = tolerant(lambda: [a.node_id for a in pool_actors(cloud, "Captioner") if a.node_id])
+    wait_for(cloud, job, captioners, "a live caption actor")
     wait_for_units(cloud, job, run_dir, 1)
-    victim = (experts() or [victim])[0]   # where it runs now: it may have restarted since
+    victim = wait_for(cloud, job, captioners, "caption actor still alive at the first unit (too few items?)",
+                      timeout_s=30)[0]
     before = {n.node_id for n in cloud.gpu_nodes()}
     at_fault = finished_units(run_dir)
     notice = timeline.mark("preemption notice")
@@ -214,6 +221,8 @@ def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, 
     replaced_at = timeline.mark("replacement up")
     state = wait_terminal(cloud, job)
     timeline.mark("job end seen")
+    caption_done = timeline.first(lambda s: not (s["actors"].get("Captioner") or s["waiting"].get("Captioner")),
+                                  after=replaced_at)
     # The pools' actors as Ray recorded them (dead now the job is over): restarts charged to preemption
     # (no other scenario preempts a curation actor).
     preempted_restarts = {pool: max((a.num_restarts_due_to_node_preemption or 0
@@ -226,6 +235,7 @@ def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, 
                    "quarantined": quarantined, "units_at_fault": at_fault,
                    "units_total": len(list((run_dir / "_units").glob("*.json"))),
                    "notice_s": notice_s, "instance_lost_to_replacement_up_s": round(replaced_at - lost_at, 1),
+                   "caption_pool_done_after_loss_s": None if caption_done is None else round(caption_done - lost_at, 1),
                    "submit_to_job_end_s": job_seconds(cloud, job, wall),
                    "idle_to_zero_gpu_nodes_s": gpu_release_s(cloud, timeline, submitted),
                    "expert_restarts_counted_as_preemption": preempted_restarts["ExpertScorer"],
@@ -233,5 +243,6 @@ def preemption_mid_curation(cloud: FakeCloud, timeline: Timeline, folder: Path, 
     run.details = {"preempted_node": victim, "raylet_killed_at_deadline": killed is not None,
                    "replacement_node": replacement.node_id,
                    "replacement_type": replacement.ray_node_type_name, "preemption_notice_at_s": notice,
-                   "leftovers": live_leftovers(cloud), "submission": job}
+                   "leftovers": live_leftovers(cloud), "submission": job,
+                   "logs": job_logs(cloud, job) if state != "SUCCEEDED" else ""}
     return run

@@ -70,7 +70,7 @@ def record(timeline: Timeline, run) -> None:
 def check_curation_from_zero(run, cloud: FakeCloud, timeline: Timeline) -> None:
     """What scenario (a) must show, on either autoscaler."""
     f, details = run.figures, run.details
-    assert f["job"] == "SUCCEEDED"
+    assert f["job"] == "SUCCEEDED", details["logs"]
     assert (f["rows_lost"], f["rows_duplicated"], f["quarantined"]) == (0, 0, 1)
     compared = details["plan_vs_launched"]
     # GPU instances came for the two GPU pools, only of types the plan says the models fit; autoscaler
