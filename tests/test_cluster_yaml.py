@@ -195,7 +195,7 @@ def test_the_fake_cloud_is_cluster_yaml_scaled(cluster):
         autoscaling_config,
     )
 
-    fake = autoscaling_config(cluster, "127.0.0.1:1", autoscaler_v2=True)
+    fake = autoscaling_config(cluster, "127.0.0.1:1", autoscaler_v2=True, instance_temp_root="/tmp/x")
     workers = _workers(cluster)
     fake_workers = {k: v for k, v in fake["available_node_types"].items() if k != HEAD_TYPE}
     assert set(fake_workers) == set(workers)

@@ -21,7 +21,9 @@ and token, so it runs beside any other Ray on the machine, and `stop()` kills on
 `AutoscalingCluster` is not used: its start and stop run `ray stop --force`, which kills every Ray
 process on the machine, its GCS is fixed on port 6379, and it reads the provider's example.yaml, which
 the pip wheel does not ship. The provider is named as an `external` module for the same reason (the
-`fake_multinode` type also reads that file for its defaults).
+`fake_multinode` type also reads that file for its defaults), and it is Ray's with one change: each
+instance gets a temp directory of its own under the cloud's, as a real instance has its own disk
+(`carevl.testing.fake_provider` says what goes wrong when they share the head's).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from carevl.testing.cluster import LocalCluster
 
 T = TypeVar("T")
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
-PROVIDER = "ray.autoscaler._private.fake_multi_node.node_provider.FakeMultiNodeProvider"
+PROVIDER = "carevl.testing.fake_provider.OwnDiskFakeProvider"   # Ray's fake provider, a temp dir per instance
 # The type name and node id the fake provider gives its head (autoscaler v2 matches the head by the id).
 HEAD_TYPE, FAKE_HEAD_ID = FAKE_HEAD_NODE_TYPE, FAKE_HEAD_NODE_ID
 
@@ -94,12 +96,14 @@ def fake_node_types(cluster: dict) -> dict[str, dict]:
     return {name: scaled_node_type(node) for name, node in cluster["available_node_types"].items() if name != head}
 
 
-def autoscaling_config(cluster: dict, gcs_address: str, autoscaler_v2: bool) -> dict[str, Any]:
+def autoscaling_config(cluster: dict, gcs_address: str, autoscaler_v2: bool, instance_temp_root: str) -> dict[str, Any]:
     """The autoscaler's config of the fake cloud: cluster.yaml's node types, idle timeout and
-    upscaling speed (scaled as stated above), and the fake provider in place of the cloud's."""
+    upscaling speed (scaled as stated above), and the fake provider in place of the cloud's, which
+    gives each instance a temp directory under `instance_temp_root` (`carevl.testing.fake_provider`)."""
     head = cluster["available_node_types"][cluster["head_node_type"]]
     provider = {"type": "external", "module": PROVIDER, "gcs_address": gcs_address, "use_node_id_as_ip": True,
-                "disable_node_updaters": True, "disable_launch_config_check": True}
+                "disable_node_updaters": True, "disable_launch_config_check": True,
+                "instance_temp_root": instance_temp_root}
     if autoscaler_v2:
         provider.update(launch_multiple=True, head_node_id=FAKE_HEAD_ID)
     types = fake_node_types(cluster)
@@ -198,7 +202,8 @@ class FakeCloud(LocalCluster):
         self.token_path = Path(self.token_path or Path(self.root) / "auth_token")
         self.cluster = cluster = read_cluster_yaml(self.cluster_yaml)
         self.head_resources = cluster["available_node_types"][cluster["head_node_type"]].get("resources", {})
-        self.config = autoscaling_config(cluster, self.address, self.autoscaler == "v2")
+        self.config = autoscaling_config(cluster, self.address, self.autoscaler == "v2",
+                                         os.path.join(self.root, "instances"))
         self.env.update(self.client_env(), RAY_FAKE_CLUSTER="1", **scaled_timers(),
                         AUTOSCALER_UPDATE_INTERVAL_S=str(AUTOSCALER_UPDATE_INTERVAL_S),
                         RAY_enable_autoscaler_v2="1" if self.autoscaler == "v2" else "0")

@@ -81,6 +81,9 @@ def check_curation_from_zero(run, cloud: FakeCloud, timeline: Timeline) -> None:
         assert compared["launched_gpus"] == compared["gpus_asked_by_pools"]
     assert compared["launched_types_the_plan_rules_out"] == []
     assert {"Captioner", "ExpertScorer"} <= set(timeline.gpu_pools)
+    # Every instance ran from a temp directory of its own (its own runtime-env files), as on a cloud.
+    sessions = list(Path(cloud.root, "instances").glob("instance.*/session_*"))
+    assert len(sessions) >= sum(timeline.peak("nodes").values())
     # ... and went away after the idle timeout, leaving no actor holding resources, no placement group.
     assert not cloud.gpu_nodes()
     assert details["leftovers"] == {"actors": [], "placement_groups": []}
